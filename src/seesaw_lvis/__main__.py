@@ -1,0 +1,3 @@
+from seesaw_lvis.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Shared fixtures: the repository root, small and default synthetic datasets, a pipeline copy."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# What a pipeline run needs from the repository (the package itself is installed editable).
+PIPELINE_FILES = ("Snakefile", "dvc.yaml", "params", "workflow", "src", ".dvcignore")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def default_params() -> dict:
+    from seesaw_lvis.params import load
+
+    return load(REPO / "params" / "pipeline.yaml")
+
+
+@pytest.fixture(scope="session")
+def small_spec():
+    from seesaw_lvis.data.synthetic import SyntheticSpec
+
+    return SyntheticSpec(num_classes=8, train_images=40, val_images=12, image_size=64,
+                         max_images_per_class=30, min_val_images_per_class=2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory, small_spec) -> Path:
+    from seesaw_lvis.data.synthetic import generate
+
+    return generate(small_spec, tmp_path_factory.mktemp("small") / "synthetic")
+
+
+@pytest.fixture(scope="session")
+def default_dataset(tmp_path_factory, default_params) -> Path:
+    """The dataset exactly as the default params make it (~6 s)."""
+    from seesaw_lvis.data.synthetic import generate, spec_from_params
+
+    return generate(spec_from_params(default_params), tmp_path_factory.mktemp("default") / "synthetic")
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command, showing its output when it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path) -> Path:
+    """A fresh copy of the pipeline files as a git + DVC repository, to run both tools in."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    for name in PIPELINE_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    run(["git", "init", "-q"], dest)
+    run([sys.executable, "-m", "dvc", "init", "-q"], dest)
+    return dest
+
+
+def set_params(repo: Path, **changes) -> None:
+    path = repo / "params" / "pipeline.yaml"
+    params = yaml.safe_load(path.read_text())
+    params.update(changes)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,0 +1,64 @@
+"""Snakemake and DVC see the same pipeline: same stages, commands, dependencies and outputs."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import run
+
+pytestmark = pytest.mark.pipeline
+
+
+def snakemake_stages(repo) -> dict[str, dict]:
+    """Every job of `snakemake all`, from a forced dry run with shell commands printed."""
+    out = run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", "all"], repo).stdout
+    stages, job = {}, None
+    for line in out.splitlines():
+        if line.startswith("rule ") and line.endswith(":"):
+            job = {"rule": line[5:-1], "outs": set(), "deps": set(), "wildcards": ""}
+        elif job is not None and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            if key in ("input", "output"):
+                job["deps" if key == "input" else "outs"] = set(value.split(", "))
+            elif key == "wildcards":
+                job["wildcards"] = value
+        elif job is not None and line.startswith("Shell command: "):
+            if line == "Shell command: None":  # a target-only rule such as `all`
+                job = None
+                continue
+            name = job["rule"] + (f"@{job['wildcards']}" if job["wildcards"] else "")
+            stages[name] = {"cmd": " ".join(line[len("Shell command: "):].split()),
+                            "outs": job["outs"], "deps": job["deps"]}
+            job = None
+    assert stages, out
+    return stages
+
+
+def dvc_stages(repo) -> dict[str, dict]:
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        return {s.name: {"cmd": " ".join(s.cmd.split()),
+                         "outs": {o.def_path for o in s.outs},
+                         "deps": {d.def_path for d in s.deps if not isinstance(d, ParamsDependency)}}
+                for s in r.index.stages}
+
+
+def test_snakemake_and_dvc_declare_the_same_stages(pipeline_copy):
+    smk, dvc = snakemake_stages(pipeline_copy), dvc_stages(pipeline_copy)
+    assert set(smk) == set(dvc) and {"data", "stats"} <= set(smk)
+    for name in smk:
+        assert smk[name]["cmd"] == dvc[name]["cmd"], name
+        assert smk[name]["outs"] == dvc[name]["outs"], name
+        assert smk[name]["deps"] == dvc[name]["deps"], name
+
+
+def test_both_dags_follow_the_params_file(pipeline_copy):
+    from tests.conftest import set_params
+
+    set_params(pipeline_copy, paths={"data": "d2", "results": "r2", "reports": "p2", "logs": "l2"})
+    smk, dvc = snakemake_stages(pipeline_copy), dvc_stages(pipeline_copy)
+    assert smk["data"]["outs"] == dvc["data"]["outs"] == {"d2/synthetic"}
+    assert smk == dvc
