@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0 numpy==1.26.4
 	if ! $(BIN)/python -c "import mmcv.ops" 2>/dev/null; then \
 	  $(BIN)/pip install --quiet "setuptools<70" wheel && \
-	  MMCV_WITH_OPS=1 MAX_JOBS=2 $(BIN)/pip install --no-build-isolation mmcv==2.1.0; \
+	  MMCV_WITH_OPS=1 MAX_JOBS=2 $(BIN)/pip install --no-build-isolation mmcv==2.1.0 numpy==1.26.4; \
 	fi
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip check

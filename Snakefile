@@ -4,10 +4,11 @@
 
 from seesaw_lvis.params import check_no_overrides, validate
 
-PARAMS_FILE = "params/pipeline.yaml"
+PARAMS_FILE = "params/pipeline.yaml"  # + params/rows.yaml beside it: one params set
 
 
 configfile: PARAMS_FILE
+configfile: "params/rows.yaml"
 
 
 # Fail before any job starts: bad keys/types, or a --config override the jobs would not see.

@@ -1,4 +1,9 @@
-"""Load and validate ``params/pipeline.yaml``, the single source of truth of both DAGs.
+"""Load and validate the params set, the single source of truth of both DAGs.
+
+The set is ``params/pipeline.yaml`` plus ``params/rows.yaml`` beside it (the table rows); both
+are merged into one mapping and validated together. Snakemake reads them with two
+``configfile:`` lines, DVC with two ``vars`` entries, the CLI with ``--params
+params/pipeline.yaml``.
 
 The Snakefile calls :func:`validate` on its ``config`` before any rule is scheduled, and
 every CLI verb calls :func:`load` on the ``--params`` file it is given, so a bad value fails
@@ -59,20 +64,38 @@ def validate(params: Mapping[str, Any], source: str = "params") -> dict:
     return dict(params)
 
 
-def load(path: str | os.PathLike) -> dict:
-    """Read and validate a params YAML file."""
-    path = Path(path)
+ROWS_FILE = "rows.yaml"
+
+
+def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
     try:
-        params = yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(params, dict):
-        raise ParamsError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
-    return validate(params, source=str(path))
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read ``pipeline.yaml`` and the ``rows.yaml`` beside it, merged, and validate them."""
+    path = Path(path)
+    params = _read_yaml(path)
+    rows_path = path.parent / ROWS_FILE
+    rows = _read_yaml(rows_path)
+    overlap = sorted(set(params) & set(rows))
+    if overlap:
+        raise ParamsError(f"{rows_path}: key(s) {', '.join(overlap)} also set in {path}")
+    return validate({**params, **rows}, source=f"{path} + {rows_path}")
+
+
+def rows(params: Mapping[str, Any], table: int | None = None) -> dict[str, dict]:
+    """The table rows in paper order, optionally of one table only."""
+    return {k: v for k, v in params["rows"].items() if table is None or v["table"] == table}
 
 
 def dataset_dir(params: Mapping[str, Any]) -> Path:

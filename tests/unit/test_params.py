@@ -40,6 +40,24 @@ def test_bad_params_name_the_key(default_params, mutate, message):
         validate(params, source="params/pipeline.yaml")
 
 
+def test_rows_follow_the_paper(default_params):
+    from seesaw_lvis.params import rows
+
+    assert list(rows(default_params, table=1)) == ["t1_ce", "t1_eql", "t1_seesaw"]
+    t2 = rows(default_params, table=2)
+    assert len(t2) == 12
+    assert [r["paper"]["mask_AP"] for r in t2.values()][-1] == 38.8  # Table 2's last row
+    for row in default_params["rows"].values():
+        assert row["from"] is None or row["from"] in default_params["rows"]
+
+
+def test_rows_file_must_not_redefine_pipeline_keys(tmp_path, repo_root):
+    (tmp_path / "pipeline.yaml").write_text((repo_root / "params/pipeline.yaml").read_text())
+    (tmp_path / "rows.yaml").write_text("rows: {}\nseed: 1\n")
+    with pytest.raises(ParamsError, match="rows.yaml: key\\(s\\) seed also set"):
+        load(tmp_path / "pipeline.yaml")
+
+
 def test_load_names_the_file(tmp_path):
     with pytest.raises(ParamsError, match="missing.yaml: params file not found"):
         load(tmp_path / "missing.yaml")
@@ -51,7 +69,8 @@ def test_load_names_the_file(tmp_path):
 
 def test_snakemake_config_overrides_are_refused(repo_root, default_params, tmp_path):
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(default_params))
+    path.write_text(yaml.safe_dump({k: v for k, v in default_params.items() if k != "rows"}))
+    (tmp_path / "rows.yaml").write_text(yaml.safe_dump({"rows": default_params["rows"]}))
     check_no_overrides(default_params, path)  # identical: fine
     changed = copy.deepcopy(default_params)
     changed["scale"] = "ci" if default_params["scale"] != "ci" else "mini"
