@@ -1,14 +1,17 @@
 # The pipeline's Snakemake entry point: params, validation, rules. Nothing else lives here:
-# every rule is one `python -m seesaw_lvis <verb>` call (workflow/rules/*.smk), and dvc.yaml
-# declares the same stages from the same params/pipeline.yaml.
+# every rule is one `python -m seesaw_lvis <verb>` call (workflow/rules/stages.smk, one rule
+# per stage of seesaw_lvis.workflow.stages), and dvc.yaml is generated from the same list.
 
 from seesaw_lvis.params import check_no_overrides, validate
+from seesaw_lvis.workflow.dvc import sync_dvc_yaml
+from seesaw_lvis.workflow.stages import targets
 
-PARAMS_FILE = "params/pipeline.yaml"  # + params/rows.yaml beside it: one params set
+PARAMS_FILE = "params/pipeline.yaml"  # + rows.yaml and scales.yaml beside it: one params set
 
 
 configfile: PARAMS_FILE
 configfile: "params/rows.yaml"
+configfile: "params/scales.yaml"
 
 
 # Fail before any job starts: bad keys/types, or a --config override the jobs would not see.
@@ -17,11 +20,14 @@ check_no_overrides(config, PARAMS_FILE)
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/stats.smk"
+include: "workflow/rules/stages.smk"
+
+
+onstart:
+    # dvc.yaml is generated from the same stage list: keep it current for `dvc repro`.
+    sync_dvc_yaml(config)
 
 
 rule all:
     input:
-        DATASET_DIR,
-        STATS_OUTPUTS,
+        targets(config),

@@ -78,3 +78,13 @@ def set_params(repo: Path, **changes) -> None:
     params = yaml.safe_load(path.read_text())
     params.update(changes)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(autouse=True)
+def mmdet_default_scope():
+    """Each test builds modules in mmdet's registry scope, whatever an earlier test's Runner
+    left as mmengine's current default scope (a process-wide global)."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        yield

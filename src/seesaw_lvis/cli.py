@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 log = logging.getLogger("seesaw_lvis")
@@ -62,6 +63,70 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from seesaw_lvis import params as P
+    from seesaw_lvis.engine.launch import relaunch_distributed_if_needed
+    from seesaw_lvis.engine.train import train
+
+    params = P.load(args.params)
+    row = params["rows"].get(args.row)
+    if row is None:
+        raise ValueError(f"--row {args.row}: not a row of params/rows.yaml ({', '.join(params['rows'])})")
+    if row["kind"] == "tta":
+        raise ValueError(f"--row {args.row}: a TTA row is not trained; evaluate row {row['from']}'s weights")
+    if (row["kind"] == "finetune") != bool(args.init):
+        raise ValueError(f"--row {args.row} (kind {row['kind']}): --init is required for finetune rows "
+                         "and only for them")
+    relaunch_distributed_if_needed()
+    train(params, args.row, Path(args.out_dir), load_from=args.init, launcher=args.launcher)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from seesaw_lvis.evaluation import lvis_eval
+
+    if args.row:  # a row: predict with its checkpoint, then evaluate the results files
+        from seesaw_lvis import params as P
+        from seesaw_lvis.engine.predict import predict
+
+        if not (args.params and args.checkpoint and args.out_dir):
+            raise ValueError("evaluate --row needs --params, --checkpoint and --out-dir")
+        params = P.load(args.params)
+        out_dir = Path(args.out_dir)
+        files = predict(params, args.row, Path(args.checkpoint), out_dir)
+        gt = P.dataset_dir(params) / "annotations" / "lvis_v1_val.json"
+        metrics = {}
+        for iou_type, results in files.items():
+            metrics.update(lvis_eval.evaluate(gt, results, iou_types=(iou_type,)))
+        metrics["meta"] = {"row": args.row, "checkpoint": args.checkpoint, "gt": str(gt),
+                           "scale": params["scale"], "dataset": params["dataset"]}
+        from seesaw_lvis.io import write_json
+
+        write_json(out_dir / "metrics.json", metrics)
+        out = out_dir / "metrics.json"
+    else:
+        if not (args.gt and args.results and args.out):
+            raise ValueError("evaluate needs either --row ... or --gt, --results and --out")
+        metrics = lvis_eval.run(args.gt, args.results, tuple(args.iou_type), Path(args.out))
+        out = Path(args.out)
+    for iou_type in ("bbox", "segm"):
+        if iou_type in metrics:
+            m = metrics[iou_type]
+            log.info("%s: AP %s APr %s APc %s APf %s", iou_type,
+                     *(f"{m[k] * 100:.1f}" if m.get(k) is not None else "-" for k in ("AP", "APr", "APc", "APf")))
+    log.info("metrics written: %s", out)
+    return 0
+
+
+def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from seesaw_lvis import params as P
+    from seesaw_lvis.workflow.dvc import sync_dvc_yaml
+
+    changed = sync_dvc_yaml(P.load(args.params), args.out)
+    log.info("%s %s", args.out, "regenerated" if changed else "already current")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "loss":
         from seesaw_lvis.bench import loss
@@ -95,6 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="writes class_freq.csv and class_freq.json here")
     p.add_argument("--figures", required=True, help="writes class_frequency.png/.svg here")
 
+    p = verb("train", "train one table row (resumes from its work dir's last checkpoint)", _cmd_train)
+    p.add_argument("--params", required=True, help="params/pipeline.yaml")
+    p.add_argument("--row", required=True, help="row id of params/rows.yaml")
+    p.add_argument("--out-dir", required=True, help="writes final.pth and config.py; checkpoints in work/")
+    p.add_argument("--init", help="finetune rows: the parent row's final.pth")
+    p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
+                   help="set by the torchrun re-launch on multi-GPU nodes (see engine/launch.py)")
+
+    p = verb("evaluate", "LVIS evaluation (bbox, segm): of a row's checkpoint, or of a results file",
+             _cmd_evaluate)
+    p.add_argument("--params", help="params/pipeline.yaml (with --row)")
+    p.add_argument("--row", help="row id: predict on the val split with --checkpoint, then evaluate")
+    p.add_argument("--checkpoint", help="weights to evaluate the row's config with")
+    p.add_argument("--out-dir", help="with --row: results.{bbox,segm}.json and metrics.json")
+    p.add_argument("--gt", help="LVIS ground-truth JSON (without --row)")
+    p.add_argument("--results", help="LVIS results JSON (without --row)")
+    p.add_argument("--iou-type", nargs="+", choices=["bbox", "segm"], default=["bbox", "segm"])
+    p.add_argument("--out", help="metrics JSON to write (without --row)")
+
+    p = verb("dvc-yaml", "regenerate dvc.yaml from the stage list", _cmd_dvc_yaml)
+    p.add_argument("--params", default="params/pipeline.yaml")
+    p.add_argument("--out", default="dvc.yaml")
+
     p = verb("bench", "benchmarks written to reports/bench/<what>.json", _cmd_bench)
     p.add_argument("what", choices=["loss"], help="loss: Seesaw forward+backward vs mmdet and plain CE")
     p.add_argument("--out", help="output JSON (default reports/bench/<what>.json)")
@@ -102,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # mmengine 0.10.7 imports pkg_resources, which warns on every start; nothing to act on.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     args = build_parser().parse_args(argv)
     _setup_logging(args.log)
     from seesaw_lvis.params import ParamsError

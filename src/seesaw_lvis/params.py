@@ -1,8 +1,8 @@
 """Load and validate the params set, the single source of truth of both DAGs.
 
-The set is ``params/pipeline.yaml`` plus ``params/rows.yaml`` beside it (the table rows); both
-are merged into one mapping and validated together. Snakemake reads them with two
-``configfile:`` lines, DVC with two ``vars`` entries, the CLI with ``--params
+The set is ``params/pipeline.yaml`` plus ``rows.yaml`` (the table rows) and ``scales.yaml``
+(the scale overlays) beside it, merged into one mapping and validated together. Snakemake
+reads them with ``configfile:`` lines, DVC with ``vars`` entries, the CLI with ``--params
 params/pipeline.yaml``.
 
 The Snakefile calls :func:`validate` on its ``config`` before any rule is scheduled, and
@@ -64,7 +64,8 @@ def validate(params: Mapping[str, Any], source: str = "params") -> dict:
     return dict(params)
 
 
-ROWS_FILE = "rows.yaml"
+# Files merged with pipeline.yaml, from the same directory: the table rows, the scale overlays.
+COMPANION_FILES = ("rows.yaml", "scales.yaml")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -82,15 +83,17 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load(path: str | os.PathLike) -> dict:
-    """Read ``pipeline.yaml`` and the ``rows.yaml`` beside it, merged, and validate them."""
+    """Read ``pipeline.yaml`` and its companion files beside it, merged, and validate them."""
     path = Path(path)
     params = _read_yaml(path)
-    rows_path = path.parent / ROWS_FILE
-    rows = _read_yaml(rows_path)
-    overlap = sorted(set(params) & set(rows))
-    if overlap:
-        raise ParamsError(f"{rows_path}: key(s) {', '.join(overlap)} also set in {path}")
-    return validate({**params, **rows}, source=f"{path} + {rows_path}")
+    for name in COMPANION_FILES:
+        extra_path = path.parent / name
+        extra = _read_yaml(extra_path)
+        overlap = sorted(set(params) & set(extra))
+        if overlap:
+            raise ParamsError(f"{extra_path}: key(s) {', '.join(overlap)} also set elsewhere in {path.parent}")
+        params.update(extra)
+    return validate(params, source=f"{path} (+ {', '.join(COMPANION_FILES)})")
 
 
 def rows(params: Mapping[str, Any], table: int | None = None) -> dict[str, dict]:

@@ -46,9 +46,26 @@ def dvc_stages(repo) -> dict[str, dict]:
                 for s in r.index.stages}
 
 
+def test_committed_dvc_yaml_is_current(repo_root, default_params):
+    """dvc.yaml is generated from the stage list: the committed file must match it."""
+    import os
+
+    from seesaw_lvis.workflow.dvc import render
+
+    cwd = os.getcwd()
+    os.chdir(repo_root)
+    try:
+        assert (repo_root / "dvc.yaml").read_text() == render(default_params), \
+            "dvc.yaml is stale: run `python -m seesaw_lvis dvc-yaml`"
+    finally:
+        os.chdir(cwd)
+
+
 def test_snakemake_and_dvc_declare_the_same_stages(pipeline_copy):
     smk, dvc = snakemake_stages(pipeline_copy), dvc_stages(pipeline_copy)
-    assert set(smk) == set(dvc) and {"data", "stats"} <= set(smk)
+    rows = __import__("yaml").safe_load((pipeline_copy / "params/rows.yaml").read_text())["rows"]
+    assert set(smk) == set(dvc)
+    assert {"data", "stats"} | {f"evaluate_{r}" for r in rows} <= set(smk)
     for name in smk:
         assert smk[name]["cmd"] == dvc[name]["cmd"], name
         assert smk[name]["outs"] == dvc[name]["outs"], name
@@ -59,6 +76,7 @@ def test_both_dags_follow_the_params_file(pipeline_copy):
     from tests.conftest import set_params
 
     set_params(pipeline_copy, paths={"data": "d2", "results": "r2", "reports": "p2", "logs": "l2"})
+    run([sys.executable, "-m", "seesaw_lvis", "dvc-yaml"], pipeline_copy)
     smk, dvc = snakemake_stages(pipeline_copy), dvc_stages(pipeline_copy)
     assert smk["data"]["outs"] == dvc["data"]["outs"] == {"d2/synthetic"}
     assert smk == dvc

@@ -54,6 +54,7 @@ def test_rows_follow_the_paper(default_params):
 def test_rows_file_must_not_redefine_pipeline_keys(tmp_path, repo_root):
     (tmp_path / "pipeline.yaml").write_text((repo_root / "params/pipeline.yaml").read_text())
     (tmp_path / "rows.yaml").write_text("rows: {}\nseed: 1\n")
+    (tmp_path / "scales.yaml").write_text((repo_root / "params/scales.yaml").read_text())
     with pytest.raises(ParamsError, match="rows.yaml: key\\(s\\) seed also set"):
         load(tmp_path / "pipeline.yaml")
 
@@ -69,8 +70,9 @@ def test_load_names_the_file(tmp_path):
 
 def test_snakemake_config_overrides_are_refused(repo_root, default_params, tmp_path):
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump({k: v for k, v in default_params.items() if k != "rows"}))
+    path.write_text(yaml.safe_dump({k: v for k, v in default_params.items() if k not in ("rows", "scales")}))
     (tmp_path / "rows.yaml").write_text(yaml.safe_dump({"rows": default_params["rows"]}))
+    (tmp_path / "scales.yaml").write_text(yaml.safe_dump({"scales": default_params["scales"]}))
     check_no_overrides(default_params, path)  # identical: fine
     changed = copy.deepcopy(default_params)
     changed["scale"] = "ci" if default_params["scale"] != "ci" else "mini"

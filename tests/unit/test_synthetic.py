@@ -111,6 +111,13 @@ def test_loads_with_mmdet_lvis_dataset(small_dataset):
     assert item["instances"] and item["instances"][0]["mask"]
 
 
+def test_category_names_known_without_generating(small_spec, small_dataset):
+    from seesaw_lvis.data.synthetic import category_names
+
+    cats = json.loads((small_dataset / "annotations/lvis_v1_train.json").read_text())["categories"]
+    assert category_names(small_spec) == [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+
+
 def test_target_counts_fall_off_geometrically():
     counts = target_image_counts(SyntheticSpec())
     assert counts[0] == 300 and counts[-1] == 1

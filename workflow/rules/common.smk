@@ -1,12 +1,8 @@
-# Paths shared by the rules, all derived from params/pipeline.yaml (as dvc.yaml derives them).
+# Cluster resources per stage kind, from params (resources: <scale>: <kind>).
 
-DATA_DIR = config["paths"]["data"]
-RESULTS_DIR = config["paths"]["results"]
-REPORTS_DIR = config["paths"]["reports"]
-LOGS_DIR = config["paths"]["logs"]
 
-DATASET_DIR = f"{DATA_DIR}/{config['dataset']}"
-STATS_DIR = f"{RESULTS_DIR}/stats"
-FIGURES_DIR = f"{REPORTS_DIR}/figures"
-
-PKG = "src/seesaw_lvis"
+def stage_resources(stage):
+    """SLURM/local resources of a stage: training and evaluation ask for what params say."""
+    kind = stage.resources.get("kind")
+    spec = config["resources"][config["scale"]].get(kind) if kind else None
+    return dict(spec or {})

@@ -83,6 +83,16 @@ def _categories(rng: np.random.Generator, n: int) -> list[tuple[str, str, str]]:
     return [combos[i] for i in rng.permutation(len(combos))[:n]]
 
 
+def _name(cat: tuple[str, str, str]) -> str:
+    shape, colour, texture = cat
+    return f"{colour}_{texture}_{shape}"
+
+
+def category_names(spec: SyntheticSpec) -> list[str]:
+    """The category names (in id order) ``generate(spec)`` writes, without generating."""
+    return [_name(c) for c in _categories(np.random.default_rng(spec.seed), spec.num_classes)]
+
+
 def _shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     def ring(radii: list[float], n: int, offset: float = 0.0) -> list[tuple[float, float]]:
         pts = []
@@ -273,7 +283,7 @@ def _category_records(cats: list[tuple[str, str, str]], train: _Split) -> list[d
         instances[a["category_id"]] += 1
     records = []
     for k, (shape, colour, texture) in enumerate(cats):
-        name = f"{colour}_{texture}_{shape}"
+        name = _name(cats[k])
         n_img = len(image_sets[k + 1])
         records.append({
             "id": k + 1, "name": name, "synset": f"{name}.n.01", "synonyms": [name],

@@ -1,0 +1,196 @@
+"""Resolve a table row into the config that runs: row file + dataset binding + scale overlay.
+
+``load(params, row_id)`` reads ``src/seesaw_lvis/configs/<row config>`` (which inherits from the
+row above), binds it to the pipeline's dataset (paths, classes, the class-frequency file) and
+applies the scale overlay of ``params/scales.yaml``:
+
+* ``full``: no overlay. With ``dataset: lvis_v1`` the resolved config is the row file itself
+  (LVIS v1 paths and 1203 classes are already what the files say).
+* ``mini`` / ``ci``: a documented departure from the paper, in sizes only: image sizes times a
+  factor, shallower/narrower backbones, narrower FPN/RoI features, epochs turned into a few
+  iterations (milestones kept at the same fractions), smaller batches, no ImageNet weights.
+  Every row's modification (its module, loss, sampler, augmentation) is left in place;
+  ``tests/config`` checks that by diffing consecutive resolved rows at every scale.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from seesaw_lvis.params import dataset_dir
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+# Dataset classes whose instances the pipeline rebinds to the chosen dataset.
+LVIS_DATASETS = {"LVISV1Dataset", "LVISDataset"}
+LVIS_METRICS = {"LVISMetric", "FastLVISMetric"}
+# Pipeline transforms whose size arguments the image_scale factor shrinks.
+SIZE_TRANSFORMS = {"Resize", "RandomResize", "RandomChoiceResize", "RandomCrop", "FixShapeResize"}
+SIZE_KEYS = ("scale", "scales", "crop_size")
+# Feature widths: a value of 256 (mmdet's default everywhere) becomes the overlay's `channels`.
+CHANNEL_KEYS = ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "inter_channels")
+FULL_CHANNELS, FULL_FC_CHANNELS = 256, 1024
+
+
+def row_config_file(row: Mapping[str, Any]) -> Path:
+    path = CONFIG_DIR / row["config"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file of row '{row.get('title', row['config'])}' not found")
+    return path
+
+
+def walk(node: Any, visit: Callable[[dict], None], _seen: set[int] | None = None) -> None:
+    """Call ``visit`` once on every dict inside ``node`` (dicts and lists, depth first).
+
+    A config may hold the same dict twice (``{{_base_.train_pipeline}}`` shares objects):
+    each is visited once, or an overlay would shrink it twice.
+    """
+    seen = set() if _seen is None else _seen
+    if isinstance(node, dict):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        visit(node)
+        for value in list(node.values()):
+            walk(value, visit, seen)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            walk(value, visit, seen)
+
+
+def class_names(params: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Category names of the synthetic dataset (None for LVIS v1: mmdet's METAINFO has them)."""
+    if params["dataset"] != "synthetic":
+        return None
+    from seesaw_lvis.data.synthetic import category_names, spec_from_params
+
+    return tuple(category_names(spec_from_params(params)))
+
+
+def bind_dataset(cfg, params: Mapping[str, Any]) -> None:
+    root = str(dataset_dir(params)) + "/"
+    names = class_names(params)
+    num_classes = len(names) if names is not None else None
+    freq_file = f"{params['paths']['results']}/stats/class_freq.json"
+
+    def visit(d: dict) -> None:
+        if d.get("type") in LVIS_DATASETS:
+            d["data_root"] = root
+            if names is not None:
+                d["metainfo"] = dict(classes=names)
+        if d.get("type") in LVIS_METRICS:
+            d["ann_file"] = root + "annotations/lvis_v1_val.json"
+        if num_classes is not None and "num_classes" in d:
+            d["num_classes"] = num_classes
+        if "freq_file" in d:
+            d["freq_file"] = freq_file
+
+    walk(cfg._cfg_dict, visit)
+    cfg.data_root = root
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return max(8, int(round(value * factor)))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scaled(v, factor) for v in value)
+    return value
+
+
+def _backbone_channels(backbone: dict) -> list[int]:
+    base = backbone.get("base_channels", 64)
+    expansion = 1 if backbone["type"] == "ResNet" and backbone["depth"] in (18, 34) else 4
+    return [base * expansion * 2 ** i for i in range(4)]
+
+
+def _to_iterations(cfg, overlay: Mapping[str, Any]) -> None:
+    """Epoch schedules become iteration schedules with the same shape, scaled down."""
+    ipe = overlay["iters_per_epoch"]
+    train_cfg = cfg.train_cfg
+    epochs = train_cfg.get("max_epochs") or 12
+    total = epochs * ipe
+    if overlay["max_iters"]:
+        total = min(total, overlay["max_iters"])
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=total, val_interval=total + 1)
+    schedulers = []
+    for s in cfg.param_scheduler:
+        s = dict(s)
+        if s.get("by_epoch", True):
+            s["by_epoch"] = False
+            s["begin"] = min(total, s.get("begin", 0) * ipe)
+            s["end"] = min(total, s.get("end", epochs) * ipe)
+            if "milestones" in s:
+                s["milestones"] = [min(total, m * ipe) for m in s["milestones"]]
+        elif s["type"] == "LinearLR":  # warm-up: the first ~5% of the scaled schedule
+            s["end"] = max(1, min(s.get("end", 500), total // 20))
+        schedulers.append(s)
+    cfg.param_scheduler = schedulers
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=max(1, ipe),
+                                        max_keep_ckpts=2, save_last=True)
+    cfg.default_hooks.logger = dict(type="LoggerHook", interval=max(1, min(10, total // 10)))
+    cfg.log_processor = dict(type="LogProcessor", window_size=10, by_epoch=False)
+
+
+def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
+    factor = overlay["image_scale"]
+
+    def visit(d: dict) -> None:
+        kind = d.get("type")
+        if kind in SIZE_TRANSFORMS:
+            for key in SIZE_KEYS:
+                if key in d:
+                    d[key] = _scaled(d[key], factor)
+        if kind == "ResNet":
+            d["depth"] = overlay["resnet_depth"]
+        if kind == "ResNeSt":
+            d["depth"] = overlay["resnest_depth"]
+            d["stem_channels"] = overlay["base_channels"]
+        if kind in ("ResNet", "ResNeSt"):
+            d["base_channels"] = overlay["base_channels"]
+            if not overlay["pretrained"]:
+                d["init_cfg"] = None
+        for key in CHANNEL_KEYS:
+            if d.get(key) == FULL_CHANNELS:
+                d[key] = overlay["channels"]
+        if d.get("fc_out_channels") == FULL_FC_CHANNELS:
+            d["fc_out_channels"] = overlay["fc_channels"]
+        if "compressed_channels" in d:
+            d["compressed_channels"] = min(d["compressed_channels"], overlay["channels"])
+
+    walk(cfg._cfg_dict, visit)
+    model = cfg.model
+    if "neck" in model and isinstance(model.neck.get("in_channels"), (list, tuple)):
+        model.neck.in_channels = _backbone_channels(model.backbone)
+    _to_iterations(cfg, overlay)
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        loader = cfg.get(name)
+        if loader is None:
+            continue
+        if name == "train_dataloader":
+            loader.batch_size = overlay["batch_size"]
+        loader.num_workers = overlay["num_workers"]
+        loader.persistent_workers = overlay["num_workers"] > 0
+
+
+def load(params: Mapping[str, Any], row_id: str, scale: str | None = None):
+    """The resolved mmengine Config of ``row_id`` for the pipeline's dataset and scale."""
+    from mmengine.config import Config
+
+    if row_id not in params["rows"]:
+        raise KeyError(f"row '{row_id}' not in params/rows.yaml (rows: {', '.join(params['rows'])})")
+    scale = scale or params["scale"]
+    cfg = Config.fromfile(row_config_file(params["rows"][row_id]))
+    bind_dataset(cfg, params)
+    overlay = params["scales"][scale]
+    if overlay:
+        apply_overlay(cfg, overlay)
+    cfg.randomness = dict(seed=params["seed"])
+    return cfg
+
+
+def config_hash(cfg) -> str:
+    """A short stable hash of a resolved config (its dict, key-sorted), for run tags."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

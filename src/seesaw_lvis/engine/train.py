@@ -1,0 +1,99 @@
+"""Train one table row with mmengine's Runner: resumable, guarded against NaN, atomic outputs.
+
+The work directory (``results/train/<row>/work``) holds mmengine's checkpoints and logs and
+is NOT a declared output of the pipeline, so neither Snakemake's clean-up of a failed job nor
+a preemption (SIGKILL) removes it: re-running the stage resumes from the latest checkpoint
+(mmengine's ``resume=True`` with ``load_from=None`` finds it). Only when training finishes is
+the final checkpoint copied atomically to ``results/train/<row>/final.pth``, the stage's
+declared output, together with the resolved config.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+from seesaw_lvis.io import atomic_path, write_text
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+def _non_finite_loss_hook():
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    class NonFiniteLossHook(Hook):
+        """Stops training at the first non-finite loss, before the optimizer could have
+        written NaN weights into a checkpoint. Runs right after the iteration's loss."""
+
+        priority = "HIGHEST"
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            if not outputs:
+                return
+            bad = {k: float(v) for k, v in outputs.items()
+                   if "loss" in k and hasattr(v, "item") and not math.isfinite(float(v))}
+            if bad:
+                latest = runner.work_dir
+                raise NonFiniteLossError(
+                    f"non-finite loss at iteration {runner.iter + 1}: {bad}; training stopped, "
+                    f"the last good checkpoint stays in {latest} (re-run resumes from it)")
+
+    if "NonFiniteLossHook" not in HOOKS.module_dict:
+        HOOKS.register_module(module=NonFiniteLossHook)
+    return NonFiniteLossHook
+
+
+def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_from: str | None = None,
+                 launcher: str = "none"):
+    from seesaw_lvis.configs import resolve
+
+    cfg = resolve.load(params, row_id)
+    cfg.work_dir = str(work_dir)
+    cfg.resume = True            # resume from the latest checkpoint in work_dir, if any
+    cfg.load_from = load_from    # finetune: weights of the parent row (ignored when resuming)
+    cfg.launcher = launcher
+    # Evaluation is its own pipeline stage (engine/predict + seesaw_lvis.evaluation): no
+    # validation inside the training job.
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    _non_finite_loss_hook()
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook")]
+    return cfg
+
+
+def _has_checkpoint(work_dir: Path) -> bool:
+    return (work_dir / "last_checkpoint").is_file()
+
+
+def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str | None = None,
+          launcher: str = "none") -> Path:
+    """Train ``row_id``; returns the path of ``out_dir/final.pth``."""
+    from mmengine.runner import Runner
+
+    from seesaw_lvis import compat
+
+    compat.install()
+    out_dir = Path(out_dir)
+    work_dir = out_dir / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    resuming = _has_checkpoint(work_dir)
+    cfg = build_config(params, row_id, work_dir, None if resuming else load_from, launcher)
+    if resuming:
+        log.info("row %s: resuming from %s", row_id, (work_dir / "last_checkpoint").read_text().strip())
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    if runner.rank != 0:
+        return out_dir / "final.pth"
+    latest = Path((work_dir / "last_checkpoint").read_text().strip())
+    final = out_dir / "final.pth"
+    write_text(out_dir / "config.py", cfg.pretty_text)
+    with atomic_path(final) as tmp:
+        shutil.copyfile(latest, tmp)
+    log.info("row %s: trained %d iterations, final checkpoint %s", row_id, runner.iter, final)
+    return final

@@ -1,0 +1,176 @@
+"""The pipeline's stages, described once, from the params set.
+
+Both DAG tools are built from this list, so they cannot drift apart:
+
+* ``workflow/rules/stages.smk`` defines one Snakemake rule per stage (name, input, output,
+  log, params, resources, shell);
+* ``dvc.yaml`` is generated from it (``python -m seesaw_lvis dvc-yaml``; the Snakefile
+  regenerates it at start-up and ``tests/pipeline/test_dag_agreement.py`` checks the
+  committed one is current and that both tools then see the same commands, deps and outs).
+
+A stage is one ``python -m seesaw_lvis <verb>`` call whose every input and output is named
+on its command line. Dependencies are explicit files (the row's whole ``_base_`` chain of
+configs, the source files of the code it runs), so editing one row's config re-runs only
+that row and the rows inheriting from it.
+"""
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from seesaw_lvis.params import dataset_dir
+
+PARAMS_FILE = "params/pipeline.yaml"
+PKG = Path("src/seesaw_lvis")
+CONFIG_DIR = PKG / "configs"
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: str
+    deps: list[str]
+    outs: list[str]
+    params: list[str]                      # dotted keys of the params set (DVC `params:`)
+    log: str
+    out_dirs: list[str] = field(default_factory=list)   # outs that are directories
+    metrics: list[str] = field(default_factory=list)    # outs shown by `dvc metrics show`
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+def _py_files(*parts: str) -> list[str]:
+    """Source files a stage runs, relative to the repository root, sorted."""
+    files: list[str] = []
+    for part in parts:
+        p = PKG / part
+        files += [str(f) for f in sorted(p.rglob("*.py"))] if p.is_dir() else [str(p)]
+    return files
+
+
+def config_chain(config_file: str) -> list[str]:
+    """The row's config file and every local file it inherits from (``_base_``), in order."""
+    chain: list[str] = []
+
+    def visit(path: Path) -> None:
+        if str(path) in chain:
+            return
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        tree = ast.parse(path.read_text(), filename=str(path))
+        bases: list[str] = []
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_base_" for t in node.targets):
+                value = ast.literal_eval(node.value)
+                bases = [value] if isinstance(value, str) else list(value)
+        for base in bases:
+            if "::" not in base:  # mmdet::... files come with the pinned package
+                visit(Path(os.path.normpath(path.parent / base)))
+        chain.append(str(path))
+
+    visit(CONFIG_DIR / config_file)
+    return chain
+
+
+def _log(params: Mapping[str, Any], stage: str) -> str:
+    return f"{params['paths']['logs']}/{stage}.log"
+
+
+def stages(params: Mapping[str, Any]) -> list[Stage]:
+    """Every stage of the pipeline for these params, in dependency order."""
+    data = str(dataset_dir(params))
+    res, rep = params["paths"]["results"], params["paths"]["reports"]
+    stats_dir, figures = f"{res}/stats", f"{rep}/figures"
+    stats_json = f"{stats_dir}/class_freq.json"
+    scale = params["scale"]
+    out: list[Stage] = []
+
+    log = _log(params, "data/data")
+    out.append(Stage(
+        name="data",
+        cmd=f"python -m seesaw_lvis data --params {PARAMS_FILE} --out {data} --log {log} --no-progress",
+        deps=_py_files("data/synthetic.py", "data/download.py", "data/frequency.py"),
+        outs=[data], out_dirs=[data], params=["dataset", "seed", "synthetic", "lvis_v1"], log=log))
+
+    log = _log(params, "stats/stats")
+    out.append(Stage(
+        name="stats",
+        cmd=(f"python -m seesaw_lvis stats --params {PARAMS_FILE} --train-json {data}/annotations/lvis_v1_train.json"
+             f" --out-dir {stats_dir} --figures {figures} --log {log}"),
+        deps=[data, *_py_files("data/stats.py", "data/frequency.py")],
+        outs=[f"{stats_dir}/class_freq.csv", stats_json, f"{figures}/class_frequency.png",
+              f"{figures}/class_frequency.svg"],
+        params=["dataset", "stats"], log=log))
+
+    engine_src = _py_files("models", "engine", "configs/resolve.py", "compat.py")
+    for row_id, row in params["rows"].items():
+        chain = config_chain(row["config"])
+        row_params = ["dataset", "seed", "scale", f"scales.{scale}", f"rows.{row_id}"]
+        if row["kind"] in ("train", "finetune"):
+            train_dir = f"{res}/train/{row_id}"
+            log = _log(params, f"train/{row_id}")
+            init, init_deps = "", []
+            if row["kind"] == "finetune":
+                init_deps = [f"{res}/train/{row['from']}/final.pth"]
+                init = f" --init {init_deps[0]}"
+            out.append(Stage(
+                name=f"train_{row_id}",
+                cmd=(f"python -m seesaw_lvis train --params {PARAMS_FILE} --row {row_id}"
+                     f" --out-dir {train_dir}{init} --log {log}"),
+                deps=[data, stats_json, *init_deps, *chain, *engine_src],
+                outs=[f"{train_dir}/final.pth", f"{train_dir}/config.py"],
+                params=row_params, log=log, resources={"kind": "train"}))
+        weights = row_id if row["kind"] != "tta" else row["from"]
+        eval_dir = f"{res}/eval/{row_id}"
+        log = _log(params, f"evaluate/{row_id}")
+        out.append(Stage(
+            name=f"evaluate_{row_id}",
+            cmd=(f"python -m seesaw_lvis evaluate --params {PARAMS_FILE} --row {row_id}"
+                 f" --checkpoint {res}/train/{weights}/final.pth --out-dir {eval_dir} --log {log}"),
+            deps=[data, f"{res}/train/{weights}/final.pth", *chain, *engine_src,
+                  *_py_files("evaluation")],
+            outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json"],
+            metrics=[f"{eval_dir}/metrics.json"],
+            params=row_params, log=log, resources={"kind": "evaluate"}))
+    return out
+
+
+def params_file_of(key: str) -> str:
+    """Which file of the params set holds a dotted key."""
+    top = key.split(".")[0]
+    return {"rows": "params/rows.yaml", "scales": "params/scales.yaml"}.get(top, PARAMS_FILE)
+
+
+def param_values(params: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The values of dotted keys (Snakemake re-runs a rule when they change)."""
+    values = {}
+    for key in keys:
+        node: Any = params
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
+
+
+def targets(params: Mapping[str, Any]) -> list[str]:
+    """Everything `all` builds: every stage's outputs."""
+    return [o for s in stages(params) for o in (*s.outs, *s.metrics)]
+
+
+def dvc_yaml(params: Mapping[str, Any]) -> dict:
+    """dvc.yaml's content for these params (same commands, deps and outs as Snakemake)."""
+    doc: dict[str, Any] = {"stages": {}}
+    for s in stages(params):
+        entry: dict[str, Any] = {"cmd": s.cmd, "deps": list(s.deps)}
+        if s.params:
+            by_file: dict[str, list[str]] = {}
+            for key in s.params:
+                by_file.setdefault(params_file_of(key), []).append(key)
+            entry["params"] = [{f: keys} for f, keys in by_file.items()]
+        entry["outs"] = list(s.outs)
+        if s.metrics:
+            entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
+        doc["stages"][s.name] = entry
+    return doc

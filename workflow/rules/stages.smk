@@ -1,0 +1,27 @@
+# One rule per stage of seesaw_lvis.workflow.stages: the same list dvc.yaml is generated
+# from. A stage's rule is its CLI call with every input and output named; nothing else.
+
+from seesaw_lvis.workflow.stages import param_values, stages
+
+STAGES = stages(config)
+
+for _stage in STAGES:
+
+    rule:
+        name:
+            _stage.name
+        input:
+            _stage.deps,
+        output:
+            [directory(o) if o in _stage.out_dirs else o for o in _stage.outs],
+            _stage.metrics,
+        log:
+            _stage.log,
+        params:
+            values=param_values(config, _stage.params),
+            # bound now: `shell:` is evaluated after the loop, when _stage is the last stage
+            cmd=_stage.cmd,
+        resources:
+            **stage_resources(_stage),
+        shell:
+            "{params.cmd}"
