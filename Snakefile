@@ -3,7 +3,7 @@
 # per stage of seesaw_lvis.workflow.stages), and dvc.yaml is generated from the same list.
 
 from seesaw_lvis.params import check_no_overrides, validate
-from seesaw_lvis.workflow.dvc import sync_dvc_yaml
+from seesaw_lvis.workflow.dvc import commit_to_dvc, sync_dvc_yaml
 from seesaw_lvis.workflow.stages import targets
 
 PARAMS_FILE = "params/pipeline.yaml"  # + rows.yaml and scales.yaml beside it: one params set
@@ -26,6 +26,15 @@ include: "workflow/rules/stages.smk"
 onstart:
     # dvc.yaml is generated from the same stage list: keep it current for `dvc repro`.
     sync_dvc_yaml(config)
+
+
+# What Snakemake built, DVC records (dvc.lock + cache): `dvc status` is clean afterwards.
+onsuccess:
+    commit_to_dvc(config)
+
+
+onerror:
+    commit_to_dvc(config)  # the stages that did finish
 
 
 rule all:

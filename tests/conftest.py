@@ -1,6 +1,8 @@
 """Shared fixtures: the repository root, small and default synthetic datasets, a pipeline copy."""
 from __future__ import annotations
 
+import copy
+import json
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,25 @@ def default_dataset(tmp_path_factory, default_params) -> Path:
     from seesaw_lvis.data.synthetic import generate, spec_from_params
 
     return generate(spec_from_params(default_params), tmp_path_factory.mktemp("default") / "synthetic")
+
+
+@pytest.fixture(scope="session")
+def ci_params(default_params, tmp_path_factory):
+    """Params at ci scale over a small synthetic dataset (with its stats) in a tmp dir."""
+    from seesaw_lvis.data import stats
+    from seesaw_lvis.data.synthetic import generate, spec_from_params
+
+    root = tmp_path_factory.mktemp("ci")
+    params = copy.deepcopy(default_params)
+    params.update(scale="ci", dataset="synthetic")
+    params["paths"] = {"data": str(root / "data"), "results": str(root / "results"),
+                       "reports": str(root / "reports"), "logs": str(root / "logs")}
+    params["synthetic"].update(num_classes=8, train_images=24, val_images=6, image_size=64,
+                               max_images_per_class=20, min_val_images_per_class=1)
+    ds = generate(spec_from_params(params), root / "data" / "synthetic")
+    s = stats.compute(json.loads((ds / "annotations/lvis_v1_train.json").read_text()))
+    stats.write(s, root / "results/stats/class_freq.csv", root / "results/stats/class_freq.json")
+    return params
 
 
 def run(cmd: list[str], cwd: Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:

@@ -128,14 +128,21 @@ def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"reports/bench/{args.what}.json")
     if args.what == "loss":
         from seesaw_lvis.bench import loss
 
-        result = loss.run(Path(args.out or "reports/bench/loss.json"))
-    else:  # pragma: no cover - argparse restricts choices
-        raise SystemExit(f"unknown benchmark {args.what!r}")
-    log.info("benchmark written: %s", args.out or f"reports/bench/{args.what}.json")
-    log.debug("%s", result)
+        loss.run(out)
+    elif args.what == "eval":
+        from seesaw_lvis.bench import eval as eval_bench
+
+        eval_bench.run(out)
+    else:
+        from seesaw_lvis import params as P
+        from seesaw_lvis.bench import pipeline
+
+        pipeline.run(P.load(args.params), out, repo=Path("."), row_id=args.row)
+    log.info("benchmark written: %s", out)
     return 0
 
 
@@ -184,8 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml")
 
     p = verb("bench", "benchmarks written to reports/bench/<what>.json", _cmd_bench)
-    p.add_argument("what", choices=["loss"], help="loss: Seesaw forward+backward vs mmdet and plain CE")
+    p.add_argument("what", choices=["loss", "eval", "pipeline"],
+                   help="loss: Seesaw fwd+bwd vs mmdet and plain CE; eval: our LVIS evaluator vs lvis-api; "
+                        "pipeline: no-op snakemake/dvc times and training overhead vs mmdet's Runner")
     p.add_argument("--out", help="output JSON (default reports/bench/<what>.json)")
+    p.add_argument("--params", default="params/pipeline.yaml", help="pipeline: the params set")
+    p.add_argument("--row", default="t1_ce", help="pipeline: the row whose training is timed")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Fixes for the two known incompatibilities of our pinned stack, in one place.
+"""Fixes for the known incompatibilities of our pinned stack, in one place.
 
 1. torch >= 2.6 defaults ``torch.load`` to ``weights_only=True``. mmengine 0.10.7 calls
    ``torch.load`` without the argument, and its own checkpoints hold more than tensors: the
@@ -16,6 +16,12 @@
    in numpy 1.24; its evaluation crashes with AttributeError. numpy's own deprecation
    note says ``np.float`` was an alias of the builtin ``float``, so we restore exactly that
    alias (and nothing else) when it is missing. No numpy behaviour changes.
+
+3. instaboostfast 0.1.2 (mmdet's InstaBoost transform, Table 2's augmentation row) calls
+   ``np.subtract(contours, 1)`` on a list of contours of different lengths; numpy >= 1.24
+   refuses ragged arrays, so any instance whose augmented mask has two or more contours
+   crashes the data pipeline. ``binary_mask_to_polygon`` is re-bound to the same algorithm
+   with the subtraction done per contour (the only change), in both modules that use it.
 
 ``install()`` is idempotent and is called by ``seesaw_lvis.models`` (so any mmdet config with
 ``custom_imports=dict(imports=['seesaw_lvis.models'])`` gets it) and by our engine entry points.
@@ -66,10 +72,38 @@ def restore_numpy_float_alias() -> None:
         np.float = float  # type: ignore[attr-defined]
 
 
+def _instaboost_binary_mask_to_polygon(binary_mask, tolerance=0):
+    """instaboostfast.pycococreater.binary_mask_to_polygon, per-contour subtraction."""
+    from instaboostfast.pycococreater import close_contour
+    from skimage import measure
+
+    polygons = []
+    padded = np.pad(binary_mask, pad_width=1, mode="constant", constant_values=0)
+    for contour in measure.find_contours(padded, 0.5):
+        contour = close_contour(np.subtract(contour, 1))
+        contour = measure.approximate_polygon(contour, tolerance)
+        if len(contour) < 3:
+            continue
+        segmentation = np.flip(contour, axis=1).ravel().tolist()
+        polygons.append([0 if v < 0 else v for v in segmentation])  # padding may give -0.5
+    return polygons
+
+
+def fix_instaboost_ragged_contours() -> None:
+    try:
+        import instaboostfast.affine_transform as affine
+        import instaboostfast.pycococreater as creator
+    except ImportError:  # InstaBoost not installed: nothing to fix
+        return
+    creator.binary_mask_to_polygon = _instaboost_binary_mask_to_polygon
+    affine.binary_mask_to_polygon = _instaboost_binary_mask_to_polygon
+
+
 def install() -> None:
     global _installed
     if _installed:
         return
     allow_mmengine_checkpoints()
     restore_numpy_float_alias()
+    fix_instaboost_ragged_contours()
     _installed = True

@@ -132,3 +132,27 @@ def test_lvis_needs_the_numpy_alias():
     import numpy as np
 
     assert np.float is float
+
+
+def test_instaboost_handles_masks_with_several_contours():
+    """instaboostfast 0.1.2 + numpy >= 1.24 crash on a mask with contours of unequal length."""
+    import importlib
+
+    import numpy as np
+    import instaboostfast.affine_transform as affine
+    import instaboostfast.pycococreater as creator
+
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:5, 2:5] = 1
+    mask[9:18, 8:18] = 1
+    original = importlib.reload(creator).binary_mask_to_polygon
+    with pytest.raises(ValueError, match="inhomogeneous"):
+        original(mask)
+    compat.fix_instaboost_ragged_contours()
+    polygons = affine.binary_mask_to_polygon(mask)
+    assert creator.binary_mask_to_polygon is affine.binary_mask_to_polygon
+    assert len(polygons) == 2 and all(len(p) >= 6 for p in polygons)
+    # a single contour gives what the original gives
+    single = np.zeros((20, 20), np.uint8)
+    single[3:12, 4:15] = 1
+    assert polygons and affine.binary_mask_to_polygon(single) == original(single)

@@ -13,8 +13,7 @@ for _stage in STAGES:
         input:
             _stage.deps,
         output:
-            [directory(o) if o in _stage.out_dirs else o for o in _stage.outs],
-            _stage.metrics,
+            [directory(o) if o in _stage.out_dirs else o for o in _stage.all_outs],
         log:
             _stage.log,
         params:

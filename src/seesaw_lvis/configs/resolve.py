@@ -106,31 +106,49 @@ def _backbone_channels(backbone: dict) -> list[int]:
 
 
 def _to_iterations(cfg, overlay: Mapping[str, Any]) -> None:
-    """Epoch schedules become iteration schedules with the same shape, scaled down."""
-    ipe = overlay["iters_per_epoch"]
-    train_cfg = cfg.train_cfg
-    epochs = train_cfg.get("max_epochs") or 12
-    total = epochs * ipe
+    """Epoch schedules become iteration schedules of the same shape, scaled down.
+
+    ``iters_per_epoch x epochs ** schedule_exponent`` iterations (an exponent below 1
+    compresses long schedules more than short ones but keeps their order, so 1x < 2x < 45e
+    stays visible), capped at ``max_iters``; every epoch boundary (milestones, scheduler
+    begin/end) scales by the same factor, so LR steps keep their place in the schedule.
+    """
+    epochs = cfg.train_cfg.get("max_epochs") or 12
+    total = int(round(overlay["iters_per_epoch"] * epochs ** overlay["schedule_exponent"]))
     if overlay["max_iters"]:
         total = min(total, overlay["max_iters"])
+    per_epoch = total / epochs
+
+    def at(epoch: float) -> int:
+        return min(total, int(round(epoch * per_epoch)))
+
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=total, val_interval=total + 1)
     schedulers = []
     for s in cfg.param_scheduler:
         s = dict(s)
         if s.get("by_epoch", True):
             s["by_epoch"] = False
-            s["begin"] = min(total, s.get("begin", 0) * ipe)
-            s["end"] = min(total, s.get("end", epochs) * ipe)
+            s["begin"], s["end"] = at(s.get("begin", 0)), at(s.get("end", epochs))
             if "milestones" in s:
-                s["milestones"] = [min(total, m * ipe) for m in s["milestones"]]
+                s["milestones"] = [at(m) for m in s["milestones"]]
         elif s["type"] == "LinearLR":  # warm-up: the first ~5% of the scaled schedule
             s["end"] = max(1, min(s.get("end", 500), total // 20))
         schedulers.append(s)
     cfg.param_scheduler = schedulers
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=max(1, ipe),
+    interval = max(1, int(round(per_epoch)))
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=interval,
                                         max_keep_ckpts=2, save_last=True)
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=max(1, min(10, total // 10)))
     cfg.log_processor = dict(type="LogProcessor", window_size=10, by_epoch=False)
+
+
+def _shrink_sampling(d: dict, overlay: Mapping[str, Any]) -> None:
+    """Fewer RoIs and proposals per image: the cost of the heads scales with them."""
+    if d.get("type") == "RandomSampler" and d.get("num", 0) > 256:  # the RoI heads' 512
+        d["num"] = overlay["rois_per_image"]
+    for key in ("nms_pre", "max_per_img"):
+        if key in d and "nms" in d and d[key] >= 1000:  # RPN proposal settings
+            d[key] = overlay["proposals"]
 
 
 def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
@@ -158,6 +176,7 @@ def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
             d["fc_out_channels"] = overlay["fc_channels"]
         if "compressed_channels" in d:
             d["compressed_channels"] = min(d["compressed_channels"], overlay["channels"])
+        _shrink_sampling(d, overlay)
 
     walk(cfg._cfg_dict, visit)
     model = cfg.model

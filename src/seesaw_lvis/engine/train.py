@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from seesaw_lvis.io import atomic_path, write_text
+from seesaw_lvis.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +50,76 @@ def _non_finite_loss_hook():
     return NonFiniteLossHook
 
 
+def _rng_state_hook():
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    class RNGStateHook(Hook):
+        """Saves torch's RNG state in each checkpoint and restores it on resume.
+
+        mmengine replays the data stream on resume (so numpy's augmentation RNG ends where it
+        was) but not the model's random sampling (torch RNG): without this, a resumed run
+        draws different RoI samples than an uninterrupted one and ends with other weights."""
+
+        priority = "VERY_LOW"
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            import torch
+
+            checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+
+        def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+            import torch
+
+            state = checkpoint.get("rng_state")
+            if state and runner._resume:  # only when continuing the same run, not finetuning
+                torch.set_rng_state(state["torch"])
+                if "cuda" in state and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(state["cuda"])
+
+    if "RNGStateHook" not in HOOKS.module_dict:
+        HOOKS.register_module(module=RNGStateHook)
+    return RNGStateHook
+
+
 def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_from: str | None = None,
                  launcher: str = "none"):
     from seesaw_lvis.configs import resolve
 
     cfg = resolve.load(params, row_id)
     cfg.work_dir = str(work_dir)
-    cfg.resume = True            # resume from the latest checkpoint in work_dir, if any
-    cfg.load_from = load_from    # finetune: weights of the parent row (ignored when resuming)
+    # Resume from the latest checkpoint in work_dir, if any (mmengine: resume with no
+    # load_from). A finetune's first start only loads the parent's weights (mmengine would
+    # otherwise also restore the parent's optimizer, schedule and iteration).
+    cfg.resume = load_from is None
+    cfg.load_from = load_from
     cfg.launcher = launcher
     # Evaluation is its own pipeline stage (engine/predict + seesaw_lvis.evaluation): no
     # validation inside the training job.
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     _non_finite_loss_hook()
-    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook")]
+    _rng_state_hook()
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook"), dict(type="RNGStateHook")]
     return cfg
+
+
+def training_curves(work_dir: Path) -> list[dict[str, float]]:
+    """Per-iteration scalars of every (resumed) run in ``work_dir``, by iteration, later wins.
+
+    mmengine's LocalVisBackend writes ``<work_dir>/<timestamp>/vis_data/scalars.json`` (JSON
+    lines) per run; a resumed job adds a new timestamp directory.
+    """
+    import json
+
+    by_iter: dict[int, dict[str, float]] = {}
+    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if "iter" in rec and ("loss" in rec or "lr" in rec):
+                by_iter.setdefault(int(rec["iter"]), {}).update(rec)
+    return [by_iter[i] for i in sorted(by_iter)]
 
 
 def _has_checkpoint(work_dir: Path) -> bool:
@@ -93,6 +148,9 @@ def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str 
     latest = Path((work_dir / "last_checkpoint").read_text().strip())
     final = out_dir / "final.pth"
     write_text(out_dir / "config.py", cfg.pretty_text)
+    curves = [{k: v for k, v in rec.items() if k == "iter" or k == "lr" or k.startswith("loss")}
+              for rec in training_curves(work_dir)]
+    write_json(out_dir / "curves.json", curves)
     with atomic_path(final) as tmp:
         shutil.copyfile(latest, tmp)
     log.info("row %s: trained %d iterations, final checkpoint %s", row_id, runner.iter, final)

@@ -28,3 +28,44 @@ def sync_dvc_yaml(params: Mapping[str, Any], path: str | Path = "dvc.yaml") -> b
         return False
     write_text(path, text)
     return True
+
+
+def _newest_mtime(path: Path) -> float:
+    if path.is_dir():
+        return max((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=path.stat().st_mtime)
+    return path.stat().st_mtime
+
+
+def _oldest_mtime(path: Path) -> float:
+    if path.is_dir():
+        return min((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=path.stat().st_mtime)
+    return path.stat().st_mtime
+
+
+def up_to_date_stages(params: Mapping[str, Any]) -> list[str]:
+    """Stages whose outputs all exist and are newer than all their inputs (Snakemake's rule)."""
+    from seesaw_lvis.workflow.stages import stages
+
+    done = []
+    for s in stages(params):
+        outs = [Path(o) for o in s.all_outs]
+        deps = [Path(d) for d in s.deps]
+        if not all(o.exists() for o in outs) or not all(d.exists() for d in deps):
+            continue
+        if min(_oldest_mtime(o) for o in outs) >= max(_newest_mtime(d) for d in deps):
+            done.append(s.name)
+    return done
+
+
+def commit_to_dvc(params: Mapping[str, Any]) -> list[str]:
+    """Record what Snakemake built in dvc.lock and DVC's cache, so `dvc status` is clean and
+    `dvc repro` has nothing to do. One `dvc commit` for all finished stages, waiting for DVC's
+    repository lock, so concurrent callers serialise instead of corrupting dvc.lock."""
+    import subprocess
+    import sys
+
+    names = up_to_date_stages(params)
+    if names:
+        subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "--force", "--quiet", *names],
+                       check=True)
+    return names

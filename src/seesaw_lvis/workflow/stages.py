@@ -38,7 +38,12 @@ class Stage:
     log: str
     out_dirs: list[str] = field(default_factory=list)   # outs that are directories
     metrics: list[str] = field(default_factory=list)    # outs shown by `dvc metrics show`
+    plots: list[str] = field(default_factory=list)      # outs shown by `dvc plots show`
     resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_outs(self) -> list[str]:
+        return [*self.outs, *self.metrics, *self.plots]
 
 
 def _py_files(*parts: str) -> list[str]:
@@ -121,6 +126,7 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
                      f" --out-dir {train_dir}{init} --log {log}"),
                 deps=[data, stats_json, *init_deps, *chain, *engine_src],
                 outs=[f"{train_dir}/final.pth", f"{train_dir}/config.py"],
+                plots=[f"{train_dir}/curves.json"],
                 params=row_params, log=log, resources={"kind": "train"}))
         weights = row_id if row["kind"] != "tta" else row["from"]
         eval_dir = f"{res}/eval/{row_id}"
@@ -156,7 +162,7 @@ def param_values(params: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
 
 def targets(params: Mapping[str, Any]) -> list[str]:
     """Everything `all` builds: every stage's outputs."""
-    return [o for s in stages(params) for o in (*s.outs, *s.metrics)]
+    return [o for s in stages(params) for o in s.all_outs]
 
 
 def dvc_yaml(params: Mapping[str, Any]) -> dict:
@@ -172,5 +178,7 @@ def dvc_yaml(params: Mapping[str, Any]) -> dict:
         entry["outs"] = list(s.outs)
         if s.metrics:
             entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
+        if s.plots:
+            entry["plots"] = [{p: {"x": "iter", "y": "loss", "cache": False}} for p in s.plots]
         doc["stages"][s.name] = entry
     return doc
