@@ -34,13 +34,15 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	@echo "== seesaw_lvis demo: embedded synthetic dataset, scale from params/pipeline.yaml =="
-	@echo "== the pipeline so far: data -> stats (training, evaluation and tables land with issues 3-6) =="
+	@echo "== seesaw_lvis demo: the whole pipeline on the embedded synthetic dataset =="
+	@echo "== (dataset, scale and rows from params/; the default scale is 'mini') =="
 	snakemake --cores all all
+	snakemake --cores 1 report --report reports/report.html
 	@echo
-	@echo "Dataset:        data/$$(python -c "import yaml;print(yaml.safe_load(open('params/pipeline.yaml'))['dataset'])")/"
-	@echo "Class stats:    results/stats/class_freq.{csv,json}"
-	@echo "Plots:          reports/figures/class_frequency.{png,svg}"
+	@echo "Tables:       reports/tables/table{1,2}.{md,csv,tex}"
+	@echo "Plots:        reports/figures/*.{png,svg}   (HTML report: reports/report.html)"
+	@echo "Metrics:      results/eval/<row>/metrics.json   (dvc metrics show)"
+	@echo "MLflow runs:  mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: install
 	python -m pytest $(PYTEST_ARGS)

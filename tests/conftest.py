@@ -78,11 +78,23 @@ def run(cmd: list[str], cwd: Path, timeout: float = 600, check: bool = True) -> 
     return proc
 
 
-@pytest.fixture
-def pipeline_copy(tmp_path) -> Path:
-    """A fresh copy of the pipeline files as a git + DVC repository, to run both tools in."""
-    dest = tmp_path / "repo"
-    dest.mkdir()
+def tiny_trunk(channels: int) -> dict:
+    """data_preprocessor, backbone (ResNet-18, 8 base channels) and FPN of the tiny detectors
+    the unit tests build, with ``channels`` FPN outputs."""
+    return dict(
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+                               pad_mask=True, pad_size_divisor=32),
+        backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=4,
+                      out_indices=(0, 1, 2, 3), frozen_stages=-1,
+                      norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
+                      style='pytorch', init_cfg=None),
+        neck=dict(type='FPN', in_channels=[8, 16, 32, 64], out_channels=channels, num_outs=5))
+
+
+def copy_pipeline(dest: Path) -> Path:
+    """The pipeline files copied to ``dest`` as a fresh git + DVC repository."""
+    dest.mkdir(parents=True)
     for name in PIPELINE_FILES:
         src = REPO / name
         if src.is_dir():
@@ -92,6 +104,12 @@ def pipeline_copy(tmp_path) -> Path:
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)
     return dest
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path) -> Path:
+    """A fresh copy of the pipeline files as a git + DVC repository, to run both tools in."""
+    return copy_pipeline(tmp_path / "repo")
 
 
 def set_params(repo: Path, **changes) -> None:

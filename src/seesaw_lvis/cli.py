@@ -83,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from seesaw_lvis.data.download import file_digest
     from seesaw_lvis.evaluation import lvis_eval
 
     if args.row:  # a row: predict with its checkpoint, then evaluate the results files
@@ -98,12 +99,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = {}
         for iou_type, results in files.items():
             metrics.update(lvis_eval.evaluate(gt, results, iou_types=(iou_type,)))
-        metrics["meta"] = {"row": args.row, "checkpoint": args.checkpoint, "gt": str(gt),
+        # The checkpoint's hash: which weights these numbers belong to (provenance), and a
+        # retrained row always changes its metrics file, so DVC re-runs what reads it.
+        metrics["meta"] = {"row": args.row, "checkpoint": args.checkpoint,
+                           "checkpoint_sha256": file_digest(Path(args.checkpoint)), "gt": str(gt),
                            "scale": params["scale"], "dataset": params["dataset"]}
+        from seesaw_lvis.engine import tracking
         from seesaw_lvis.io import write_json
 
-        write_json(out_dir / "metrics.json", metrics)
-        out = out_dir / "metrics.json"
+        out = write_json(out_dir / "metrics.json", metrics)
+        artifacts = [out, Path(args.checkpoint).parent / "config.py", *([Path(args.log)] if args.log else [])]
+        tracking.log_evaluation(params, args.row, metrics, [a for a in artifacts if a.is_file()])
     else:
         if not (args.gt and args.results and args.out):
             raise ValueError("evaluate needs either --row ... or --gt, --results and --out")
@@ -115,6 +121,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             log.info("%s: AP %s APr %s APc %s APf %s", iou_type,
                      *(f"{m[k] * 100:.1f}" if m.get(k) is not None else "-" for k in ("AP", "APr", "APc", "APf")))
     log.info("metrics written: %s", out)
+    return 0
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from seesaw_lvis import params as P
+    from seesaw_lvis.engine import tracking
+
+    try:
+        n = tracking.sync_pending(args.work_dir, P.load(args.params), args.row)
+    except tracking.TrackingUnavailableError as e:
+        log.error("%s", e)
+        return 1
+    log.info("row %s: %d pending MLflow records replayed", args.row, n)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from seesaw_lvis import params as P
+    from seesaw_lvis.report import build
+
+    written = build.run(P.load(args.params), Path(args.out_dir))
+    log.info("report: %d files written under %s", len(written), args.out_dir)
     return 0
 
 
@@ -185,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="LVIS results JSON (without --row)")
     p.add_argument("--iou-type", nargs="+", choices=["bbox", "segm"], default=["bbox", "segm"])
     p.add_argument("--out", help="metrics JSON to write (without --row)")
+
+    p = verb("track", "replay a row's MLflow records spooled while the tracking server was down",
+             _cmd_track)
+    p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")
+    p.add_argument("--row", required=True, help="row id")
+    p.add_argument("--work-dir", help="the row's work dir (default results/train/<row>/work)")
+
+    p = verb("report", "Tables 1-2 (md, csv, tex) and the figures, from the evaluation files", _cmd_report)
+    p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")
+    p.add_argument("--out-dir", default="reports", help="writes tables/ and figures/ here")
 
     p = verb("dvc-yaml", "regenerate dvc.yaml from the stage list", _cmd_dvc_yaml)
     p.add_argument("--params", default="params/pipeline.yaml")

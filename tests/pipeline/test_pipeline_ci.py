@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import PIPELINE_FILES, REPO, run, set_params
+from tests.conftest import copy_pipeline, run, set_params
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
@@ -44,18 +45,7 @@ def planned_jobs(repo: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def finished_pipeline(tmp_path_factory):
-    import shutil
-
-    repo = tmp_path_factory.mktemp("e2e") / "repo"
-    repo.mkdir()
-    for name in PIPELINE_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            shutil.copy2(src, repo / name)
-    run(["git", "init", "-q"], repo)
-    run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    repo = copy_pipeline(tmp_path_factory.mktemp("e2e") / "repo")
     params = yaml.safe_load((repo / "params/pipeline.yaml").read_text())
     set_params(repo, scale="ci", synthetic={**params["synthetic"], **SMALL_DATA})
     run([sys.executable, "-m", "seesaw_lvis", "dvc-yaml"], repo)
@@ -89,14 +79,34 @@ def test_dvc_sees_snakemakes_work_and_repro_runs_nothing(finished_pipeline):
     assert planned_jobs(repo) == set()
 
 
+def test_mlflow_has_one_run_per_row_with_curves_and_metrics(finished_pipeline):
+    import mlflow
+
+    repo, _ = finished_pipeline
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seesaw_lvis")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_row = {r.data.tags["row"]: r for r in runs}
+    assert set(by_row) == set(rows_of(repo)) and len(runs) == len(by_row)
+    for row, r in by_row.items():
+        assert {"table", "scale", "dataset", "config_hash", "git_commit"} <= set(r.data.tags), row
+        assert r.data.tags["scale"] == "ci"
+        assert {"segm_AP", "bbox_AP", "segm_APr"} <= set(r.data.metrics), row
+    history = client.get_metric_history(by_row["t1_ce"].info.run_id, "loss")
+    assert len(history) == 2  # both ci iterations of t1_ce
+
+
 def test_dvc_metrics_show_lists_every_row(finished_pipeline):
     repo, _ = finished_pipeline
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
-    text = json.dumps(shown)
+    files = next(iter(shown.values()))["data"]
     for row in rows_of(repo):
-        assert f"results/eval/{row}/metrics.json" in text, row
-    for key in ("AP", "APr", "APc", "APf"):
-        assert f'"{key}"' in text
+        path = f"results/eval/{row}/metrics.json"
+        on_disk = json.loads((repo / path).read_text())
+        for iou in ("bbox", "segm"):
+            for key in ("AP", "APr", "APc", "APf"):
+                if on_disk[iou][key] is not None:  # None where a group has no category
+                    assert files[path]["data"][iou][key] == on_disk[iou][key], (row, iou, key)
 
 
 def test_one_rows_config_change_reruns_only_it_and_its_descendants(finished_pipeline):
@@ -105,7 +115,7 @@ def test_one_rows_config_change_reruns_only_it_and_its_descendants(finished_pipe
     original = cfg.read_text()
     try:
         cfg.write_text(original + "\n# a user's edit\n")
-        assert planned_jobs(repo) == {"train_t1_seesaw", "evaluate_t1_seesaw"}
+        assert planned_jobs(repo) == {"train_t1_seesaw", "evaluate_t1_seesaw", "report"}
         changed = dvc(repo, "status").stdout
         assert "train_t1_seesaw" in changed and "evaluate_t1_seesaw" in changed
         others = [r for r in rows_of(repo) if r != "t1_seesaw"]
@@ -115,9 +125,14 @@ def test_one_rows_config_change_reruns_only_it_and_its_descendants(finished_pipe
         os.utime(cfg, (0, 0))  # back to before the outputs: Snakemake sees nothing newer
 
 
-def test_dvc_repro_result_is_up_to_date_for_snakemake(finished_pipeline):
+def test_after_dvc_repro_snakemake_has_nothing_to_do(finished_pipeline):
     repo, _ = finished_pipeline
-    out = dvc(repo, "repro", "--force", "--single-item", "evaluate_t2_tta").stdout
-    assert "Running stage 'evaluate_t2_tta'" in out
+    cfg = repo / "src/seesaw_lvis/configs/t1_03_seesaw.py"
+    cfg.write_text(cfg.read_text() + "\n# another edit, reproduced by DVC this time\n")
+    out = dvc(repo, "repro").stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"train_t1_seesaw", "evaluate_t1_seesaw", "report"}, out
     assert planned_jobs(repo) == set()
     assert "up to date" in dvc(repo, "status").stdout
+    table = (repo / "reports/tables/table1.csv").read_text()
+    assert "Seesaw" in table

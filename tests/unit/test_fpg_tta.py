@@ -14,6 +14,8 @@ import seesaw_lvis.models.tta  # noqa: F401  (registers InstanceSegTTAModel)
 from seesaw_lvis.models.necks import CarafeDownConv, FPGCarafe, example_neck_cfg
 from seesaw_lvis.models.tta import InstanceSegTTAModel, example_tta_cfg
 
+from tests.conftest import tiny_trunk
+
 
 @pytest.fixture(autouse=True)
 def _quiet_mmengine():
@@ -179,14 +181,7 @@ def test_tta_empty_and_boxes_only():
 def _tiny_mask_rcnn_cfg(num_classes=3):
     return dict(
         type='MaskRCNN',
-        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
-                               pad_mask=True, pad_size_divisor=32),
-        backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=4,
-                      out_indices=(0, 1, 2, 3), frozen_stages=-1,
-                      norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
-                      style='pytorch'),
-        neck=dict(type='FPN', in_channels=[8, 16, 32, 64], out_channels=16, num_outs=5),
+        **tiny_trunk(16),
         rpn_head=dict(
             type='RPNHead', in_channels=16, feat_channels=16,
             anchor_generator=dict(type='AnchorGenerator', scales=[8], ratios=[0.5, 1.0, 2.0],

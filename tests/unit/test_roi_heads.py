@@ -26,6 +26,8 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmdet.utils import register_all_modules
 
+from tests.conftest import tiny_trunk
+
 NUM_CLASSES = 8
 IMG = 64
 C = 16
@@ -139,14 +141,7 @@ def detector_cfg(kind='shared2fc', loss_cls=CE, glbctx=True, mask_iou=False,
         roi_head['finetune_cls_branch'] = True
     model = dict(
         type='CascadeRCNN',
-        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
-                               pad_mask=True, pad_size_divisor=32),
-        backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=4,
-                      out_indices=(0, 1, 2, 3), frozen_stages=-1,
-                      norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
-                      style='pytorch', init_cfg=None),
-        neck=dict(type='FPN', in_channels=[8, 16, 32, 64], out_channels=C, num_outs=5),
+        **tiny_trunk(C),
         rpn_head=dict(
             type='RPNHead', in_channels=C, feat_channels=C,
             anchor_generator=dict(type='AnchorGenerator', scales=[2], ratios=[0.5, 1.0, 2.0],

@@ -13,7 +13,12 @@ for _stage in STAGES:
         input:
             _stage.deps,
         output:
-            [directory(o) if o in _stage.out_dirs else o for o in _stage.all_outs],
+            [
+                directory(o) if o in _stage.out_dirs
+                else report(o, **_stage.captions[o]) if o in _stage.captions
+                else o
+                for o in _stage.all_outs
+            ],
         log:
             _stage.log,
         params:

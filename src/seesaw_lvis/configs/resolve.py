@@ -168,7 +168,11 @@ def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
         if kind in ("ResNet", "ResNeSt"):
             d["base_channels"] = overlay["base_channels"]
             if not overlay["pretrained"]:
+                # From scratch: nothing to keep frozen (the paper freezes the pretrained stem
+                # and BN statistics), so every stage and every BN layer trains.
                 d["init_cfg"] = None
+                d["frozen_stages"] = -1
+                d["norm_eval"] = False
         for key in CHANNEL_KEYS:
             if d.get(key) == FULL_CHANNELS:
                 d[key] = overlay["channels"]
@@ -176,6 +180,8 @@ def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
             d["fc_out_channels"] = overlay["fc_channels"]
         if "compressed_channels" in d:
             d["compressed_channels"] = min(d["compressed_channels"], overlay["channels"])
+        if d.get("max_per_img") == 300 and "nms_pre" not in d:  # LVIS's detections per image
+            d["max_per_img"] = overlay["max_dets"]
         _shrink_sampling(d, overlay)
 
     walk(cfg._cfg_dict, visit)
@@ -183,6 +189,10 @@ def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
     if "neck" in model and isinstance(model.neck.get("in_channels"), (list, tuple)):
         model.neck.in_channels = _backbone_channels(model.backbone)
     _to_iterations(cfg, overlay)
+    # A short schedule from scratch needs a larger step than mmdet's linear scaling of 0.02
+    # per 16 images would give a batch of 2: the overlay sets the LR itself.
+    cfg.optim_wrapper.optimizer.lr = overlay["lr"]
+    cfg.auto_scale_lr = dict(enable=False, base_batch_size=16)
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         loader = cfg.get(name)
         if loader is None:

@@ -99,6 +99,10 @@ def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_fr
     # Evaluation is its own pipeline stage (engine/predict + seesaw_lvis.evaluation): no
     # validation inside the training job.
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    from seesaw_lvis.engine import tracking
+
+    # Training curves to MLflow (resilient: spooled locally while the server is unreachable).
+    cfg.visualizer.vis_backends = tracking.vis_backends(params, row_id, work_dir)
     _non_finite_loss_hook()
     _rng_state_hook()
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook"), dict(type="RNGStateHook")]

@@ -60,12 +60,15 @@ def up_to_date_stages(params: Mapping[str, Any]) -> list[str]:
 def commit_to_dvc(params: Mapping[str, Any]) -> list[str]:
     """Record what Snakemake built in dvc.lock and DVC's cache, so `dvc status` is clean and
     `dvc repro` has nothing to do. One `dvc commit` for all finished stages, waiting for DVC's
-    repository lock, so concurrent callers serialise instead of corrupting dvc.lock."""
+    repository lock, so concurrent callers serialise instead of corrupting dvc.lock.
+    --no-relink: the workspace files stay as Snakemake wrote them (a relink would give them new
+    mtimes in DVC's order, and Snakemake would then see outputs older than their inputs)."""
     import subprocess
     import sys
 
     names = up_to_date_stages(params)
     if names:
-        subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "--force", "--quiet", *names],
+        subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "--force", "--no-relink", "--quiet",
+                        *names],
                        check=True)
     return names

@@ -39,6 +39,7 @@ class Stage:
     out_dirs: list[str] = field(default_factory=list)   # outs that are directories
     metrics: list[str] = field(default_factory=list)    # outs shown by `dvc metrics show`
     plots: list[str] = field(default_factory=list)      # outs shown by `dvc plots show`
+    captions: dict[str, dict[str, str]] = field(default_factory=dict)  # Snakemake report entries
     resources: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,7 +108,9 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
         deps=[data, *_py_files("data/stats.py", "data/frequency.py")],
         outs=[f"{stats_dir}/class_freq.csv", stats_json, f"{figures}/class_frequency.png",
               f"{figures}/class_frequency.svg"],
-        params=["dataset", "stats"], log=log))
+        params=["dataset", "stats"], log=log,
+        captions={f"{figures}/class_frequency.png": {"caption": "workflow/report/class_frequency.rst",
+                                                     "category": "Long tail"}}))
 
     engine_src = _py_files("models", "engine", "configs/resolve.py", "compat.py")
     for row_id, row in params["rows"].items():
@@ -140,6 +143,16 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
             outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json"],
             metrics=[f"{eval_dir}/metrics.json"],
             params=row_params, log=log, resources={"kind": "evaluate"}))
+
+    from seesaw_lvis.report import build as report
+
+    log = _log(params, "report/report")
+    out.append(Stage(
+        name="report",
+        cmd=f"python -m seesaw_lvis report --params {PARAMS_FILE} --out-dir {rep} --log {log}",
+        deps=[*report.report_inputs(params), *_py_files("report", "io.py")],
+        outs=report.report_outputs(params), params=["dataset", "scale", "rows"], log=log,
+        captions=report.report_captions(params)))
     return out
 
 

@@ -1,0 +1,326 @@
+"""engine/tracking: one MLflow run per row, training curves through the mmengine vis backend,
+8 concurrent writers on one SQLite store, and an unreachable server that loses nothing.
+
+All stores are SQLite files under tmp_path (or a closed port on 127.0.0.1); nothing else is
+contacted. Creating MLflow's tables takes ~10 s here, so one template database is made once and
+copied (except for the concurrency test, which also races the table creation).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import socket
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from seesaw_lvis.engine import tracking as T
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _uri(db: Path) -> str:
+    return f"sqlite:///{db}"
+
+
+def _client(db: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=_uri(db))
+
+
+def _runs(db: Path, experiment: str = "seesaw_lvis", filter_string: str = ""):
+    client = _client(db)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else list(client.search_runs([exp.experiment_id], filter_string, max_results=1000))
+
+
+def _steps(db: Path, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in _client(db).get_metric_history(run_id, key))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_template(path: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> Path:
+    """An initialised, empty MLflow SQLite store, made in a child process (the test process then
+    holds no connection a later fork could inherit)."""
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    proc = multiprocessing.get_context("fork").Process(target=_make_template, args=(str(path),))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0 and path.is_file()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, template_db, monkeypatch) -> Path:
+    """A fresh copy of the template store in tmp_path; cwd is tmp_path (no stray mlruns/)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(template_db, db)
+    return db
+
+
+def _backend(tmp_path: Path, uri: str, row: str = "t1_ce", chash: str = "abc123def456", retry_s: float = 3600,
+             artifacts: Path | None = None):
+    work = tmp_path / "work" / row
+    tags = {"table": "1", "row": row, "title": f"title of {row}", "scale": "ci", "dataset": "synthetic",
+            "config_hash": chash, "git_commit": "unknown", "kind": "train"}
+    key = f"{row}/ci/synthetic/{chash}"
+    return T.ResilientMLflowVisBackend(
+        save_dir=str(work / "vis_data"), exp_name="seesaw_lvis", run_name=row, tags=tags, run_key=key,
+        tracking_uri=uri, artifact_location=str(artifacts or tmp_path / "mlartifacts"), spool_dir=str(work),
+        retry_interval_s=retry_s), work
+
+
+def _config(work: Path):
+    from mmengine.config import Config
+
+    extra = {f"opt_{i}": i for i in range(150)}               # > 100 params: chunked batches
+    return Config(dict(model=dict(type="MaskRCNN", roi_head=dict(bbox_head=[dict(type="A", n=1), dict(type="B")])),
+                       classes=tuple(f"class_{i}" for i in range(2000)),  # a long value: truncated
+                       work_dir=str(work), **extra))
+
+
+def _scalars(step: int) -> dict:
+    return {"loss": 1.0 / step, "loss_cls": 0.5 / step, "lr": 0.02 * min(1.0, step / 5)}
+
+
+def _tracking_warnings(record) -> list:
+    return [w for w in record if issubclass(w.category, T.TrackingUnavailableWarning)]
+
+
+# ------------------------------------------------------------------------------------ tests
+
+def test_flatten_params_limits():
+    flat = T.flatten_params({"a": {"b": [dict(c=1), dict(d=[1, 2])], "e": None}, "bad key!": "x" * 7000,
+                             "f": 0.1, "empty": {}})
+    assert flat["a.b.0.c"] == "1" and flat["a.b.1.d"] == "[1, 2]" and flat["a.e"] == "None"
+    assert flat["f"] == "0.1" and flat["empty"] == "{}"
+    assert len(flat["bad key_"]) == T.MAX_PARAM_VAL_LENGTH and flat["bad key_"].endswith("...")
+    assert T.evaluation_metrics({"bbox": {"AP": 0.3, "APr": None, "foo": 1}, "lvis/segm_APc": 0.2,
+                                 "mask_AP50": 0.5}) == {"bbox_AP": 0.3, "segm_APc": 0.2, "segm_AP50": 0.5}
+
+
+def test_settings_uri_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s = T.settings({}, root=tmp_path)
+    assert s.uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert s.experiment == "seesaw_lvis" and s.artifact_location == str(tmp_path.resolve() / "mlartifacts")
+    s = T.settings({"tracking": {"uri": "http://127.0.0.1:5000", "experiment": "x",
+                                 "artifact_location": "mlartifacts", "retry_interval_s": 5}}, root=tmp_path)
+    assert (s.uri, s.experiment, s.artifact_location, s.retry_interval_s) == ("http://127.0.0.1:5000", "x", None, 5)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/other.db")
+    assert T.settings({"tracking": {"uri": "http://127.0.0.1:5000"}}, root=tmp_path).uri == "sqlite:////abs/other.db"
+
+
+def test_training_curves_through_vis_backend(store, tmp_path):
+    backend, work = _backend(tmp_path, _uri(store))
+    backend.add_config(_config(work))
+    steps = range(1, 26)
+    for step in steps:
+        backend.add_scalars(_scalars(step), step=step)
+    (work / "20260101_000000").mkdir(parents=True)
+    (work / "20260101_000000" / "20260101_000000.log").write_text("training log\n")
+    backend.close()
+
+    (run,) = _runs(store)
+    tags = run.data.tags
+    for key, value in {"table": "1", "row": "t1_ce", "title": "title of t1_ce", "scale": "ci",
+                       "dataset": "synthetic", "config_hash": "abc123def456", "kind": "train",
+                       "git_commit": "unknown", "run_key": "t1_ce/ci/synthetic/abc123def456"}.items():
+        assert tags[key] == value
+    params = run.data.params
+    assert params["model.type"] == "MaskRCNN" and params["model.roi_head.bbox_head.1.type"] == "B"
+    assert params["opt_149"] == "149" and len(params) >= 150
+    assert len(params["classes"]) == T.MAX_PARAM_VAL_LENGTH
+    for key in ("loss", "loss_cls", "lr"):
+        assert _steps(store, run.info.run_id, key) == list(steps)
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in _client(store).list_artifacts(run.info.run_id)}
+    assert "config.py" in artifacts and "20260101_000000" in artifacts
+    assert not T.Spool(work).has_pending()
+
+    # resuming the row (a changed param, e.g. load_from) logs into the same run, never raises
+    backend, work = _backend(tmp_path, _uri(store))
+    cfg = _config(work)
+    cfg.opt_0 = "changed on resume"
+    backend.add_config(cfg)
+    backend.add_scalars(_scalars(26), step=26)
+    backend.close()
+    (again,) = _runs(store)
+    assert again.info.run_id == run.info.run_id and again.data.params["opt_0"] == "0"
+    assert _steps(store, run.info.run_id, "loss") == list(range(1, 27))
+
+
+def _worker(db: str, root: str, index: int, steps: int) -> None:
+    backend, work = _backend(Path(root), f"sqlite:///{db}", row=f"t2_row{index}",
+                             artifacts=Path(root) / "mlartifacts")
+    backend.add_config(_config(work))
+    for step in range(1, steps + 1):
+        backend.add_scalars(_scalars(step), step=step)
+    backend.close()
+    assert not T.Spool(work).has_pending()
+
+
+def test_eight_processes_lose_nothing(tmp_path, monkeypatch):
+    """8 processes log into one fresh SQLite store at once (racing even MLflow's table creation):
+    every run has every step of every metric, and nothing had to be spooled."""
+    monkeypatch.chdir(tmp_path)
+    db, steps = tmp_path / "shared.db", 20
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(str(db), str(tmp_path), i, steps)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0] * 8
+    runs = _runs(db)
+    assert sorted(r.data.tags["row"] for r in runs) == sorted(f"t2_row{i}" for i in range(8))
+    for run in runs:
+        for key in ("loss", "loss_cls", "lr"):
+            assert _steps(db, run.info.run_id, key) == list(range(1, steps + 1)), (run.data.tags["row"], key)
+        assert run.data.params["opt_0"] == "0"
+
+
+def test_unreachable_server_spools_once_then_replays_exactly_once(store, tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    backend, work = _backend(tmp_path, uri)
+    t0 = time.monotonic()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        backend.add_config(_config(work))
+        for step in range(1, 11):
+            backend.add_scalars(_scalars(step), step=step)
+    assert time.monotonic() - t0 < 10, "an unreachable server must not stall training"
+    (warning,) = _tracking_warnings(record)
+    assert uri in str(warning.message) and str(work / T.SPOOL_NAME) in str(warning.message)
+
+    lines = [json.loads(x) for x in (work / T.SPOOL_NAME).read_text().splitlines()]
+    assert sorted(r["step"] for r in lines if r["t"] == "metrics") == list(range(1, 11))
+    assert {r["t"] for r in lines} >= {"spool", "run", "params", "text", "metrics"}
+    assert _runs(store) == []
+
+    # the server "comes back" elsewhere: the next scalar replays the spool first, in order
+    logger = backend.experiment
+    logger.use_store(_uri(store), str(tmp_path / "mlartifacts"))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        backend.add_scalars(_scalars(11), step=11)
+        backend.close()
+    assert _tracking_warnings(record) == []
+    (run,) = _runs(store)
+    for key in ("loss", "loss_cls", "lr"):
+        assert _steps(store, run.info.run_id, key) == list(range(1, 12))
+    assert run.data.params["model.type"] == "MaskRCNN" and run.data.tags["row"] == "t1_ce"
+    assert run.info.status == "FINISHED"
+    assert not T.Spool(work).has_pending()
+
+    # a second replay adds nothing
+    assert logger.sync() == 0
+    assert _steps(store, run.info.run_id, "loss") == list(range(1, 12))
+
+
+def test_outage_mid_run_and_replay_from_the_cli(store, tmp_path, monkeypatch, default_params):
+    """Errors at add_scalars after a good start: spooled with one warning; a spool left at the end
+    is replayed later by sync_pending (the `track` CLI verb); a replay interrupted after sending
+    but before emptying the spool sends nothing twice."""
+    backend, work = _backend(tmp_path, _uri(store))
+    backend.add_config(_config(work))
+    for step in range(1, 4):
+        backend.add_scalars(_scalars(step), step=step)
+    logger = backend.experiment
+    assert logger.online
+
+    real_call = logger._call
+
+    def failing(fn):
+        raise ConnectionError("503 Service Unavailable")
+
+    monkeypatch.setattr(logger, "_call", failing)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for step in range(4, 9):
+            backend.add_scalars(_scalars(step), step=step)
+        monkeypatch.setattr(T, "_probe", lambda uri: "connection refused")   # still down at the end
+        backend.close()
+    msgs = [str(w.message) for w in _tracking_warnings(record)]
+    assert len(msgs) == 2 and "503" in msgs[0] and "unreachable at the end" in msgs[1]
+    (run,) = _runs(store)
+    assert _steps(store, run.info.run_id, "loss") == [1, 2, 3]
+    assert run.info.status == "RUNNING"
+
+    # later, from the CLI: the store answers again
+    monkeypatch.setattr(logger, "_call", real_call)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(store))
+    params = {**default_params, "tracking": {"artifact_location": str(tmp_path / "mlartifacts")}}
+    spool_copy = (work / T.SPOOL_NAME).read_bytes()
+    assert T.sync_pending(work, params, "t1_ce") > 0
+    (run,) = _runs(store)
+    assert _steps(store, run.info.run_id, "loss") == list(range(1, 9))
+    assert run.info.status == "FINISHED"
+    assert T.sync_pending(work, params, "t1_ce") == 0
+
+    # crash after every batch reached the store but before the spool was emptied (offset lost too)
+    (work / T.SPOOL_NAME).write_bytes(spool_copy)
+    (work / T.OFFSET_NAME).unlink(missing_ok=True)
+    assert T.sync_pending(work, params, "t1_ce") > 0
+    for key in ("loss", "loss_cls", "lr"):
+        assert _steps(store, run.info.run_id, key) == list(range(1, 9))
+
+
+def test_run_identity_reuses_and_splits_runs(store, tmp_path, default_params):
+    from seesaw_lvis.configs import resolve
+
+    params = {**default_params, "tracking": {"uri": _uri(store), "artifact_location": str(tmp_path / "mlartifacts")}}
+    metrics_file = tmp_path / "metrics.json"
+    metrics_file.write_text('{"bbox": {"AP": 0.25}}\n')
+    metrics = {"bbox": {k: 0.1 for k in T.EVAL_KEYS} | {"APr": None}, "segm": {"AP": 0.2, "APc": 0.15}}
+
+    assert T.log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")
+    assert T.log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")
+    (run,) = _runs(store)
+    chash = resolve.config_hash(resolve.load(params, "t1_ce"))
+    tags = run.data.tags
+    assert tags["config_hash"] == chash and tags["row"] == "t1_ce" and tags["kind"] == "train"
+    assert tags["table"] == "1" and tags["scale"] == params["scale"] and tags["dataset"] == params["dataset"]
+    assert tags["git_commit"] == T.git_commit(Path(__file__).parent)
+    assert run.data.metrics["bbox_AP"] == pytest.approx(0.1) and "bbox_APr" not in run.data.metrics
+    assert run.data.metrics["segm_APc"] == pytest.approx(0.15)
+    assert run.data.params["randomness.seed"] == str(params["seed"])
+    assert "evaluation" in {a.path for a in _client(store).list_artifacts(run.info.run_id)}
+
+    # the same (row, scale, dataset, hash) from the vis backend: still the same run
+    backends = T.vis_backends(params, "t1_ce", tmp_path / "w")
+    assert [b["type"] for b in backends] == ["LocalVisBackend", "ResilientMLflowVisBackend"]
+    from mmengine.registry import VISBACKENDS
+
+    backend = VISBACKENDS.build({**backends[1], "save_dir": str(tmp_path / "w" / "vis_data")})
+    backend.add_scalars({"loss": 1.0}, step=1)
+    backend.close()
+    assert [r.info.run_id for r in _runs(store)] == [run.info.run_id]
+
+    # another config (seed) -> another hash -> another run of the same row
+    changed = {**params, "seed": params["seed"] + 1}
+    assert T.log_evaluation(changed, "t1_ce", metrics, [], work_dir=tmp_path / "w")
+    runs = _runs(store, filter_string="tags.row = 't1_ce'")
+    assert len(runs) == 2 and len({r.data.tags["config_hash"] for r in runs}) == 2
