@@ -128,7 +128,9 @@ def test_one_rows_config_change_reruns_only_it_and_its_descendants(finished_pipe
 def test_after_dvc_repro_snakemake_has_nothing_to_do(finished_pipeline):
     repo, _ = finished_pipeline
     cfg = repo / "src/seesaw_lvis/configs/t1_03_seesaw.py"
-    cfg.write_text(cfg.read_text() + "\n# another edit, reproduced by DVC this time\n")
+    text = cfg.read_text()
+    assert "q=2.0" in text
+    cfg.write_text(text.replace("q=2.0", "q=1.0"))  # a real change: the row retrains from scratch
     out = dvc(repo, "repro").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {"train_t1_seesaw", "evaluate_t1_seesaw", "report"}, out
@@ -136,3 +138,4 @@ def test_after_dvc_repro_snakemake_has_nothing_to_do(finished_pipeline):
     assert "up to date" in dvc(repo, "status").stdout
     table = (repo / "reports/tables/table1.csv").read_text()
     assert "Seesaw" in table
+    assert list((repo / "results/train").glob("t1_seesaw/work.stale-*")), "old checkpoints kept aside"

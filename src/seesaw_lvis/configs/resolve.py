@@ -34,8 +34,14 @@ CHANNEL_KEYS = ("in_channels", "out_channels", "feat_channels", "conv_out_channe
 FULL_CHANNELS, FULL_FC_CHANNELS = 256, 1024
 
 
+# Stages run from the repository root and declare the configs under src/ as their deps: read
+# those (a checkout's own files), and the installed package's only outside a checkout.
+WORKTREE_CONFIG_DIR = Path("src/seesaw_lvis/configs")
+
+
 def row_config_file(row: Mapping[str, Any]) -> Path:
-    path = CONFIG_DIR / row["config"]
+    base = WORKTREE_CONFIG_DIR if (WORKTREE_CONFIG_DIR / row["config"]).is_file() else CONFIG_DIR
+    path = base / row["config"]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file of row '{row.get('title', row['config'])}' not found")
     return path

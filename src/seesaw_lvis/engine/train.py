@@ -85,10 +85,11 @@ def _rng_state_hook():
 
 
 def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_from: str | None = None,
-                 launcher: str = "none"):
+                 launcher: str = "none", cfg=None):
+    """The runnable config: the resolved row (``cfg``, resolved here when None) + our hooks."""
     from seesaw_lvis.configs import resolve
 
-    cfg = resolve.load(params, row_id)
+    cfg = resolve.load(params, row_id) if cfg is None else cfg
     cfg.work_dir = str(work_dir)
     # Resume from the latest checkpoint in work_dir, if any (mmengine: resume with no
     # load_from). A finetune's first start only loads the parent's weights (mmengine would
@@ -130,6 +131,30 @@ def _has_checkpoint(work_dir: Path) -> bool:
     return (work_dir / "last_checkpoint").is_file()
 
 
+CONFIG_HASH_FILE = "config_hash"
+
+
+def _prepare_work_dir(work_dir: Path, config_hash: str) -> bool:
+    """Resume only checkpoints of the same resolved config; True when resuming.
+
+    A preempted job restarts with the same config and resumes. A row whose config changed
+    must train afresh: its old work dir is moved aside (``work.stale-<hash>``), not deleted.
+    """
+    stamp = work_dir / CONFIG_HASH_FILE
+    if work_dir.exists() and _has_checkpoint(work_dir):
+        old = stamp.read_text().strip() if stamp.is_file() else "unknown"
+        if old == config_hash:
+            return True
+        stale = work_dir.with_name(f"{work_dir.name}.stale-{old}")
+        shutil.rmtree(stale, ignore_errors=True)
+        work_dir.rename(stale)
+        log.warning("the resolved config changed (%s -> %s): training from scratch; the old "
+                    "checkpoints are kept in %s", old, config_hash, stale)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_text(stamp, config_hash + "\n")
+    return False
+
+
 def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str | None = None,
           launcher: str = "none") -> Path:
     """Train ``row_id``; returns the path of ``out_dir/final.pth``."""
@@ -138,11 +163,13 @@ def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str 
     from seesaw_lvis import compat
 
     compat.install()
+    from seesaw_lvis.configs import resolve
+
     out_dir = Path(out_dir)
     work_dir = out_dir / "work"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    resuming = _has_checkpoint(work_dir)
-    cfg = build_config(params, row_id, work_dir, None if resuming else load_from, launcher)
+    resolved = resolve.load(params, row_id)
+    resuming = _prepare_work_dir(work_dir, resolve.config_hash(resolved))
+    cfg = build_config(params, row_id, work_dir, None if resuming else load_from, launcher, cfg=resolved)
     if resuming:
         log.info("row %s: resuming from %s", row_id, (work_dir / "last_checkpoint").read_text().strip())
     runner = Runner.from_cfg(cfg)
