@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import copy_pipeline, run, set_params
 
-pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 SMALL_DATA = dict(num_classes=10, train_images=48, val_images=16, image_size=64, max_images_per_class=40,
                   min_val_images_per_class=1, max_instances_per_image=4, neg_fraction=0.5,
