@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: demo test install pipeline dag clean-results help
+.PHONY: demo test install dag clean-results help
 
 help:
 	@echo "make demo   install, then run the pipeline on the embedded synthetic dataset"

@@ -109,6 +109,15 @@ def test_dvc_metrics_show_lists_every_row(finished_pipeline):
                     assert files[path]["data"][iou][key] == on_disk[iou][key], (row, iou, key)
 
 
+def test_snakemake_html_report_has_every_figure(finished_pipeline):
+    repo, _ = finished_pipeline
+    snakemake(repo, "--report", "reports/report.html")
+    html = (repo / "reports/report.html").read_text(errors="replace")
+    for name in ("table2_steps.png", "per_class_ap_vs_frequency.png", "seesaw_mitigation.png",
+                 "training_curves.png", "group_ap_bars.png", "class_frequency.png", "table1.csv"):
+        assert name in html, name
+
+
 def test_one_rows_config_change_reruns_only_it_and_its_descendants(finished_pipeline):
     repo, _ = finished_pipeline
     cfg = repo / "src/seesaw_lvis/configs/t1_03_seesaw.py"

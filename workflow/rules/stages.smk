@@ -1,7 +1,15 @@
 # One rule per stage of seesaw_lvis.workflow.stages: the same list dvc.yaml is generated
 # from. A stage's rule is its CLI call with every input and output named; nothing else.
 
+import os
+
 from seesaw_lvis.workflow.stages import param_values, stages
+
+
+def caption_flags(flags):
+    """Caption paths are repo-relative; Snakemake resolves them from this rules file."""
+    return {**flags, "caption": os.path.relpath(flags["caption"], "workflow/rules")}
+
 
 STAGES = stages(config)
 
@@ -15,7 +23,7 @@ for _stage in STAGES:
         output:
             [
                 directory(o) if o in _stage.out_dirs
-                else report(o, **_stage.captions[o]) if o in _stage.captions
+                else report(o, **caption_flags(_stage.captions[o])) if o in _stage.captions
                 else o
                 for o in _stage.all_outs
             ],
