@@ -30,21 +30,25 @@ def sync_dvc_yaml(params: Mapping[str, Any], path: str | Path = "dvc.yaml") -> b
     return True
 
 
-def _newest_mtime(path: Path) -> float:
-    if path.is_dir():
-        return max((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=path.stat().st_mtime)
-    return path.stat().st_mtime
-
-
-def _oldest_mtime(path: Path) -> float:
-    if path.is_dir():
-        return min((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=path.stat().st_mtime)
-    return path.stat().st_mtime
+def _mtime_range(path: Path) -> tuple[float, float]:
+    """(oldest, newest) modification time of a file, or of the files inside a directory."""
+    if not path.is_dir():
+        t = path.stat().st_mtime
+        return t, t
+    times = [f.stat().st_mtime for f in path.rglob("*") if f.is_file()] or [path.stat().st_mtime]
+    return min(times), max(times)
 
 
 def up_to_date_stages(params: Mapping[str, Any]) -> list[str]:
     """Stages whose outputs all exist and are newer than all their inputs (Snakemake's rule)."""
     from seesaw_lvis.workflow.stages import stages
+
+    ranges: dict[Path, tuple[float, float]] = {}  # the dataset dir is a dep of ~30 stages: walk it once
+
+    def mtimes(path: Path) -> tuple[float, float]:
+        if path not in ranges:
+            ranges[path] = _mtime_range(path)
+        return ranges[path]
 
     done = []
     for s in stages(params):
@@ -52,7 +56,7 @@ def up_to_date_stages(params: Mapping[str, Any]) -> list[str]:
         deps = [Path(d) for d in s.deps]
         if not all(o.exists() for o in outs) or not all(d.exists() for d in deps):
             continue
-        if min(_oldest_mtime(o) for o in outs) >= max(_newest_mtime(d) for d in deps):
+        if min(mtimes(o)[0] for o in outs) >= max(mtimes(d)[1] for d in deps):
             done.append(s.name)
     return done
 

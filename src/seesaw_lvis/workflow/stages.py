@@ -173,11 +173,6 @@ def param_values(params: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
     return values
 
 
-def targets(params: Mapping[str, Any]) -> list[str]:
-    """Everything `all` builds: every stage's outputs."""
-    return [o for s in stages(params) for o in s.all_outs]
-
-
 def dvc_yaml(params: Mapping[str, Any]) -> dict:
     """dvc.yaml's content for these params (same commands, deps and outs as Snakemake)."""
     doc: dict[str, Any] = {"stages": {}}
