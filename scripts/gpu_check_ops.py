@@ -1,24 +1,30 @@
 #!/usr/bin/env python
-"""Compare our plain-PyTorch CARAFE and deformable RoI pooling with mmcv's CUDA kernels.
+"""Compare our plain-PyTorch CARAFE, deformable RoI pooling and DCNv2 with mmcv's CUDA kernels.
 
 Run on a CUDA machine with mmcv 2.1 built with CUDA ops::
 
     python scripts/gpu_check_ops.py [--tol 1e-4] [--seed 0] [--out report.json]
 
 For random inputs of several shapes it runs forward and backward of
-``seesaw_lvis.models.ops.carafe.carafe_cpu`` / ``...deform_roi_pool.deform_roi_pool_cpu``
-(on CPU, float64 and float32) and of ``mmcv.ops.carafe`` / ``mmcv.ops.deform_roi_pool``
+``seesaw_lvis.models.ops.carafe.carafe_cpu`` / ``...deform_roi_pool.deform_roi_pool_cpu`` /
+``...modulated_deform_conv.modulated_deform_conv2d_cpu`` (on CPU, float64 and float32) and of
+``mmcv.ops.carafe`` / ``mmcv.ops.deform_roi_pool`` / mmcv's ``ModulatedDeformConv2dFunction``
 (on CUDA, float32) with the same inputs and upstream gradient, and reports the max absolute
 and max relative differences of the outputs and of the gradients w.r.t. features/masks
-(CARAFE) and input/offset (DeformRoIPool). Prints a JSON summary; exit code 1 if any max
-absolute difference exceeds ``--tol`` (default 1e-4; with ``--scale-tol`` the bound is
-``tol * max(1, max|reference|)``; relative differences are reported, not gated: they blow up
-where the reference is ~0), 2 if CUDA is not available.
+(CARAFE), input/offset (DeformRoIPool) and input/offset/mask/weight/bias (DCNv2). For DCNv2
+it also checks that the installed dispatcher (what ``type='DCNv2'`` layers call) gives
+mmcv's CUDA result on CUDA tensors (``dispatch_cuda``: expected 0, the same kernel runs).
+Prints a JSON summary; exit code 1 if any max absolute difference exceeds ``--tol``
+(default 1e-4; with ``--scale-tol`` the bound is ``tol * max(1, max|reference|)``; relative
+differences are reported, not gated: they blow up where the reference is ~0), 2 if CUDA is
+not available.
 
 Notes: the CUDA kernels use float atomics, so backward results carry float32 rounding
 noise; inputs are O(1) and RoIs are kept inside the map by default, plus one case with RoIs
 crossing the border (there the offset gradient follows mmcv's formula, which our
-implementation reproduces).
+implementation reproduces). DCNv2 cases use offsets of a few pixels (many samples outside the
+map) and zero offsets (samples exactly on pixels and on the h = -1 / h = H border, where the
+offset gradient is one-sided and must follow mmcv's floor/border rules).
 """
 from __future__ import annotations
 
@@ -128,6 +134,59 @@ def check_deform_roi_pool(cases, seed: int, cpu_dtype: torch.dtype) -> list[dict
     return results
 
 
+def check_dcnv2(cases, seed: int, cpu_dtype: torch.dtype) -> list[dict]:
+    import mmcv.ops.modulated_deform_conv as mdc
+
+    from seesaw_lvis.models.ops.modulated_deform_conv import (modulated_deform_conv2d,
+                                                              modulated_deform_conv2d_cpu)
+
+    mmcv_fn = mdc.ModulatedDeformConv2dFunction.apply  # mmcv's op itself (never patched)
+    results = []
+    for i, (n, c, h, w, co, k, s, p, d, g, dg, bias, off_scale) in enumerate(cases):
+        gen = torch.Generator().manual_seed(seed + 2000 + i)
+        ho = (h + 2 * p - (d * (k - 1) + 1)) // s + 1
+        wo = (w + 2 * p - (d * (k - 1) + 1)) // s + 1
+        x = torch.randn(n, c, h, w, generator=gen)
+        off = off_scale * torch.randn(n, dg * 2 * k * k, ho, wo, generator=gen)
+        # multiples of 2**-10: sample coordinates are then exact in float32 and float64 alike
+        # (else a float32 rounding onto an integer could flip a floor and the one-sided
+        # offset gradient between the float64 CPU run and the float32 CUDA one)
+        off = torch.round(off * 1024) / 1024
+        m = torch.rand(n, dg * k * k, ho, wo, generator=gen)
+        wt = torch.randn(co, c // g, k, k, generator=gen) / (c // g * k * k) ** 0.5
+        b = torch.randn(co, generator=gen) if bias else None
+        grad = torch.randn(n, co, ho, wo, generator=gen)
+        args = (s, p, d, g, dg)
+
+        ref_in = [t.cuda().requires_grad_() if t is not None else None
+                  for t in (x, off, m, wt, b)]
+        ref = mmcv_fn(*ref_in, *args)
+        ref.backward(grad.cuda())
+        with torch.no_grad():
+            disp = modulated_deform_conv2d(*[t.cuda() if t is not None else None
+                                             for t in (x, off, m, wt, b)], *args)
+
+        ours_in = [t.to(cpu_dtype).clone().requires_grad_() if t is not None else None
+                   for t in (x, off, m, wt, b)]
+        ours = modulated_deform_conv2d_cpu(*ours_in, *args)
+        ours.backward(grad.to(cpu_dtype))
+        r = {
+            "op": "dcnv2",
+            "shape": dict(n=n, c=c, h=h, w=w, c_out=co, kernel=k, stride=s, padding=p,
+                          dilation=d, groups=g, deform_groups=dg, bias=bias,
+                          offset_scale=off_scale),
+            "cpu_dtype": str(cpu_dtype).replace("torch.", ""),
+            "forward": _diff(ours, ref),
+            "dispatch_cuda": _diff(disp, ref),
+        }
+        for name, a, bb in zip(("grad_input", "grad_offset", "grad_mask", "grad_weight",
+                                "grad_bias"), ours_in, ref_in):
+            if a is not None:
+                r[name] = _diff(a.grad, bb.grad)
+        results.append(r)
+    return results
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tol", type=float, default=1e-4)
@@ -154,10 +213,21 @@ def main(argv=None) -> int:
         (2, 8, 25, 19, 12, 7, 0.125, 2, 0.1, True),
         (1, 8, 20, 20, 10, 7, 0.5, 0, 0.3, False),
     ]
+    dcn_cases = [  # n, c, h, w, c_out, kernel, stride, pad, dil, groups, deform_groups, bias,
+        #            offset scale (pixels; 0 = samples on pixels and on the border)
+        (2, 16, 17, 13, 8, 3, 1, 1, 1, 1, 1, True, 2.0),
+        (2, 16, 17, 13, 8, 3, 2, 1, 1, 1, 1, False, 2.0),
+        (1, 16, 12, 12, 8, 3, 1, 2, 2, 1, 1, True, 3.0),
+        (2, 32, 16, 20, 32, 3, 1, 1, 1, 2, 1, False, 2.0),   # ResNeSt: groups = radix = 2
+        (2, 16, 15, 15, 8, 3, 2, 1, 1, 2, 2, True, 2.0),
+        (2, 64, 32, 32, 64, 3, 1, 1, 1, 1, 1, True, 0.0),
+        (1, 8, 9, 11, 4, 1, 1, 0, 1, 1, 1, True, 1.0),
+    ]
     results = []
     for dtype in (torch.float64, torch.float32):
         results += check_carafe(carafe_shapes, args.seed, dtype)
         results += check_deform_roi_pool(pool_cases, args.seed, dtype)
+        results += check_dcnv2(dcn_cases, args.seed, dtype)
 
     worst = 0.0
     failures = []
