@@ -152,6 +152,52 @@ def test_full_configs_carry_the_papers_values(lvis_params):
     assert cfgs["t2_fpg"].model.neck.type == "FPGCarafe"
 
 
+@pytest.mark.parametrize("row_id", ["t2_syncbn", "t2_mask_scoring", "t2_seesaw"])
+def test_mini_overlay_shrinks_default_widths_of_heads_and_necks(default_params, row_id):
+    """Widths a module takes by default (Shared4Conv1FC's convs, the MaskIoU and global-context
+    heads) shrink like written ones: left at 256/1024 they made those heads 5x the cost of the
+    rest of the model at mini."""
+    from mmengine.registry import init_default_scope
+    from torch import nn
+
+    import seesaw_lvis.models  # noqa: F401
+    from mmdet.registry import MODELS
+
+    overlay = default_params["scales"]["mini"]
+    cfg = resolved(default_params, row_id, "mini")
+    init_default_scope("mmdet")
+    model = MODELS.build(cfg.model)
+    convs, fcs = {}, {}
+    for name, m in model.named_modules():
+        if name.startswith("backbone"):
+            continue  # ResNet-18 at base width 32 legitimately ends at 256 channels
+        if isinstance(m, nn.Conv2d):
+            convs[name] = m.out_channels
+        elif isinstance(m, nn.Linear):
+            fcs[name] = m.out_features
+    full = {k: v for k, v in convs.items() if v == resolve.FULL_CHANNELS}
+    full |= {k: v for k, v in fcs.items() if v == resolve.FULL_FC_CHANNELS}
+    assert not full, f"{row_id} at mini keeps full widths: {full}"
+    assert overlay["channels"] in convs.values() and overlay["fc_channels"] in fcs.values()
+    # the full config is the paper's: nothing written into it
+    assert "conv_out_channels" not in resolved(default_params, "t2_syncbn", "full").model.roi_head.bbox_head
+
+
+def test_mini_schedule_caps_are_per_table(default_params):
+    overlay = default_params["scales"]["mini"]
+    for row_id, row in default_params["rows"].items():
+        if row["kind"] == "tta":
+            continue
+        cfg = resolved(default_params, row_id, "mini")
+        full = resolved(default_params, row_id, "full")
+        epochs = full.train_cfg.get("max_epochs", 12)
+        expected = round(overlay["iters_per_epoch"] * epochs ** overlay["schedule_exponent"])
+        cap = resolve.max_iters_of(overlay, row["table"])
+        assert cfg.train_cfg.max_iters == (min(expected, cap) if cap else expected), row_id
+    assert resolve.max_iters_of({"max_iters": 7}, 2) == 7
+    assert resolve.max_iters_of({"max_iters": {"table2": 5}}, 1) is None
+
+
 # ----------------------------------------------------------------------------- ci scale runs
 
 

@@ -14,6 +14,7 @@ applies the scale overlay of ``params/scales.yaml``:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -30,7 +31,8 @@ LVIS_METRICS = {"LVISMetric", "FastLVISMetric"}
 SIZE_TRANSFORMS = {"Resize", "RandomResize", "RandomChoiceResize", "RandomCrop", "FixShapeResize"}
 SIZE_KEYS = ("scale", "scales", "crop_size")
 # Feature widths: a value of 256 (mmdet's default everywhere) becomes the overlay's `channels`.
-CHANNEL_KEYS = ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "inter_channels")
+CHANNEL_KEYS = ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "inter_channels",
+                "delta_fc_channels")
 FULL_CHANNELS, FULL_FC_CHANNELS = 256, 1024
 
 
@@ -105,24 +107,68 @@ def _scaled(value: Any, factor: float) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _implicit_widths(kind: str) -> tuple[tuple[str, int], ...]:
+    """Width arguments a registered model component takes by DEFAULT with mmdet's full widths
+    (256 channels, 1024 fc): ``((key, default), ...)``.
+
+    Configs rarely spell these out (``Shared4Conv1FCBBoxHead``'s four 256-channel convs, the
+    MaskIoU and global-context heads), and an overlay that shrinks only written values leaves
+    them at full width: at ``mini`` that made those heads ~5x slower than the whole rest of the
+    model. The overlay shrinks them as if they were written.
+    """
+    import inspect
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import seesaw_lvis.models  # noqa: F401  (our heads register themselves)
+
+    register_all_modules(init_default_scope=False)
+    cls = MODELS.get(kind)
+    if cls is None or not inspect.isclass(cls):
+        return ()
+    found: dict[str, int] = {}
+    for klass in cls.__mro__:  # the subclass's default wins
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, p in inspect.signature(init).parameters.items():
+            full = FULL_FC_CHANNELS if name == "fc_out_channels" else FULL_CHANNELS
+            if (name in CHANNEL_KEYS or name == "fc_out_channels") and p.default == full:
+                found.setdefault(name, p.default)
+    return tuple(sorted(found.items()))
+
+
 def _backbone_channels(backbone: dict) -> list[int]:
     base = backbone.get("base_channels", 64)
     expansion = 1 if backbone["type"] == "ResNet" and backbone["depth"] in (18, 34) else 4
     return [base * expansion * 2 ** i for i in range(4)]
 
 
-def _to_iterations(cfg, overlay: Mapping[str, Any]) -> None:
+def max_iters_of(overlay: Mapping[str, Any], table: int | None) -> int | None:
+    """The overlay's iteration cap for a row of ``table``: ``max_iters`` is one cap for every
+    row, or one per table (``{table1: null, table2: 200}``: a table not named is uncapped)."""
+    cap = overlay["max_iters"]
+    if isinstance(cap, Mapping):
+        return cap.get(f"table{table}")
+    return cap
+
+
+def _to_iterations(cfg, overlay: Mapping[str, Any], table: int | None = None) -> None:
     """Epoch schedules become iteration schedules of the same shape, scaled down.
 
     ``iters_per_epoch x epochs ** schedule_exponent`` iterations (an exponent below 1
     compresses long schedules more than short ones but keeps their order, so 1x < 2x < 45e
-    stays visible), capped at ``max_iters``; every epoch boundary (milestones, scheduler
-    begin/end) scales by the same factor, so LR steps keep their place in the schedule.
+    stays visible), capped by ``max_iters`` (for every row or per table); every epoch
+    boundary (milestones, scheduler begin/end) scales by the same factor, so LR steps keep
+    their place in the schedule.
     """
     epochs = cfg.train_cfg.get("max_epochs") or 12
     total = int(round(overlay["iters_per_epoch"] * epochs ** overlay["schedule_exponent"]))
-    if overlay["max_iters"]:
-        total = min(total, overlay["max_iters"])
+    cap = max_iters_of(overlay, table)
+    if cap:
+        total = min(total, cap)
     per_epoch = total / epochs
 
     def at(epoch: float) -> int:
@@ -157,7 +203,7 @@ def _shrink_sampling(d: dict, overlay: Mapping[str, Any]) -> None:
             d[key] = overlay["proposals"]
 
 
-def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
+def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> None:
     factor = overlay["image_scale"]
 
     def visit(d: dict) -> None:
@@ -179,6 +225,9 @@ def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
                 d["init_cfg"] = None
                 d["frozen_stages"] = -1
                 d["norm_eval"] = False
+        if isinstance(kind, str):
+            for key, default in _implicit_widths(kind):
+                d.setdefault(key, default)
         for key in CHANNEL_KEYS:
             if d.get(key) == FULL_CHANNELS:
                 d[key] = overlay["channels"]
@@ -194,7 +243,7 @@ def apply_overlay(cfg, overlay: Mapping[str, Any]) -> None:
     model = cfg.model
     if "neck" in model and isinstance(model.neck.get("in_channels"), (list, tuple)):
         model.neck.in_channels = _backbone_channels(model.backbone)
-    _to_iterations(cfg, overlay)
+    _to_iterations(cfg, overlay, table)
     # A short schedule from scratch needs a larger step than mmdet's linear scaling of 0.02
     # per 16 images would give a batch of 2: the overlay sets the LR itself.
     cfg.optim_wrapper.optimizer.lr = overlay["lr"]
@@ -220,7 +269,7 @@ def load(params: Mapping[str, Any], row_id: str, scale: str | None = None):
     bind_dataset(cfg, params)
     overlay = params["scales"][scale]
     if overlay:
-        apply_overlay(cfg, overlay)
+        apply_overlay(cfg, overlay, params["rows"][row_id].get("table"))
     cfg.randomness = dict(seed=params["seed"])
     return cfg
 
