@@ -26,9 +26,15 @@ def _setup_logging(log_file: str | None) -> None:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from seesaw_lvis import params as P
+    from seesaw_lvis.io import write_json
+    from seesaw_lvis.workflow.lineage import LINEAGE_FILE, stage_lineage
 
     params = P.load(args.params)
     out = Path(args.out)
+    lineage = stage_lineage(params, "data")  # of what this run reads: taken before it runs
+    # A download extracts into an existing dir: drop the old stamp first, so a dataset left
+    # half-updated by a failed run never carries the lineage of a finished one.
+    (out / LINEAGE_FILE).unlink(missing_ok=True)
     if params["dataset"] == "synthetic":
         from seesaw_lvis.data.synthetic import generate, spec_from_params
 
@@ -41,6 +47,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
         downloads = Path(params["paths"]["data"]) / "downloads"
         log.info("fetching LVIS v1 into %s (archives kept in %s)", out, downloads)
         fetch_lvis_v1(params["lvis_v1"]["files"], out, downloads, progress=not args.no_progress)
+    if lineage is not None:
+        # The stages reading the dataset digest this file, never its images (~100 GB).
+        write_json(out / LINEAGE_FILE, lineage)
     log.info("dataset ready: %s", out)
     return 0
 
@@ -48,6 +57,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from seesaw_lvis import params as P
     from seesaw_lvis.data import stats
+    from seesaw_lvis.workflow.lineage import stage_lineage
 
     params = P.load(args.params)
     out_dir, fig_dir = Path(args.out_dir), Path(args.figures)
@@ -55,7 +65,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         Path(args.train_json), out_dir / "class_freq.csv", out_dir / "class_freq.json",
         fig_dir / "class_frequency.png", fig_dir / "class_frequency.svg",
         rfs_threshold=params["stats"]["rfs_threshold"],
-        title=f"Class frequencies of the {params['dataset']} training split")
+        title=f"Class frequencies of the {params['dataset']} training split",
+        lineage=stage_lineage(params, "stats"))
     g = result["groups"]
     log.info("%d categories: %d rare, %d common, %d frequent; %d frequency mismatches vs the JSON; "
              "RFS epoch = %.0f images (%d without RFS)", result["num_categories"], g["r"], g["c"], g["f"],
@@ -89,11 +100,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.row:  # a row: predict with its checkpoint, then evaluate the results files
         from seesaw_lvis import params as P
         from seesaw_lvis.engine.predict import predict
+        from seesaw_lvis.workflow.lineage import stage_lineage
 
         if not (args.params and args.checkpoint and args.out_dir):
             raise ValueError("evaluate --row needs --params, --checkpoint and --out-dir")
         params = P.load(args.params)
         out_dir = Path(args.out_dir)
+        lineage = stage_lineage(params, f"evaluate_{args.row}")
         files = predict(params, args.row, Path(args.checkpoint), out_dir)
         gt = P.dataset_dir(params) / "annotations" / "lvis_v1_val.json"
         metrics = {}
@@ -104,6 +117,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics["meta"] = {"row": args.row, "checkpoint": args.checkpoint,
                            "checkpoint_sha256": file_digest(Path(args.checkpoint)), "gt": str(gt),
                            "scale": params["scale"], "dataset": params["dataset"]}
+        if lineage is not None:  # the report reads this file: see seesaw_lvis.workflow.lineage
+            metrics["meta"]["lineage"] = lineage
         from seesaw_lvis.engine import tracking
         from seesaw_lvis.io import write_json
 

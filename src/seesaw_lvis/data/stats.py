@@ -132,10 +132,14 @@ def plot(stats: dict[str, Any], png: Path, svg: Path, title: str) -> None:
 
 
 def run(train_json: Path, out_csv: Path, out_json: Path, out_png: Path, out_svg: Path,
-        rfs_threshold: float, title: str) -> dict[str, Any]:
+        rfs_threshold: float, title: str, lineage: dict[str, str] | None = None) -> dict[str, Any]:
+    """``lineage``: the stats stage's (seesaw_lvis.workflow.lineage), kept in the JSON that the
+    training stages read, so a re-run of this stage always re-runs them under DVC too."""
     train = read_json(train_json)
     stats = compute(train, rfs_threshold, source=str(train_json))
     stats["source"] = str(train_json)
+    if lineage is not None:
+        stats["lineage"] = lineage
     write(stats, out_csv, out_json)
     plot(stats, out_png, out_svg, title)
     return stats

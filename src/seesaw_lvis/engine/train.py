@@ -5,7 +5,9 @@ is NOT a declared output of the pipeline, so neither Snakemake's clean-up of a f
 a preemption (SIGKILL) removes it: re-running the stage resumes from the latest checkpoint
 (mmengine's ``resume=True`` with ``load_from=None`` finds it). Only when training finishes is
 the final checkpoint copied atomically to ``results/train/<row>/final.pth``, the stage's
-declared output, together with the resolved config.
+declared output, together with the resolved config. ``final.pth`` is that checkpoint with
+the stage's lineage added to its ``meta`` (seesaw_lvis.workflow.lineage): a resumed run that
+had nothing left to train still writes a new ``final.pth`` when any input of the stage changed.
 """
 from __future__ import annotations
 
@@ -155,6 +157,21 @@ def _prepare_work_dir(work_dir: Path, config_hash: str) -> bool:
     return False
 
 
+def _copy_with_lineage(src: Path, dst: Path, lineage: Mapping[str, str]) -> None:
+    """``src`` (an mmengine checkpoint) written to ``dst`` with ``meta["lineage"]`` set."""
+    import torch
+
+    # weights_only, with the mmengine types seesaw_lvis.compat allow-lists (install() is done).
+    checkpoint = torch.load(src, map_location="cpu", weights_only=True)
+    meta = checkpoint.get("meta")
+    checkpoint["meta"] = {**(meta if isinstance(meta, dict) else {}), "lineage": dict(lineage)}
+    # Through a file object, not the path: torch names the zip's top folder after a path's
+    # file name (here a random temporary one), but always "archive" for a file object, so the
+    # same checkpoint and lineage give the same bytes and DVC sees an unchanged output.
+    with open(dst, "wb") as f:
+        torch.save(checkpoint, f)
+
+
 def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str | None = None,
           launcher: str = "none") -> Path:
     """Train ``row_id``; returns the path of ``out_dir/final.pth``."""
@@ -164,9 +181,11 @@ def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str 
 
     compat.install()
     from seesaw_lvis.configs import resolve
+    from seesaw_lvis.workflow.lineage import stage_lineage
 
     out_dir = Path(out_dir)
     work_dir = out_dir / "work"
+    lineage = stage_lineage(params, f"train_{row_id}")  # of what this run reads: taken before it runs
     resolved = resolve.load(params, row_id)
     resuming = _prepare_work_dir(work_dir, resolve.config_hash(resolved))
     cfg = build_config(params, row_id, work_dir, None if resuming else load_from, launcher, cfg=resolved)
@@ -183,6 +202,9 @@ def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str 
               for rec in training_curves(work_dir)]
     write_json(out_dir / "curves.json", curves)
     with atomic_path(final) as tmp:
-        shutil.copyfile(latest, tmp)
+        if lineage is None:  # not a stage of the pipeline (standalone use): the checkpoint as is
+            shutil.copyfile(latest, tmp)
+        else:
+            _copy_with_lineage(latest, tmp, lineage)
     log.info("row %s: trained %d iterations, final checkpoint %s", row_id, runner.iter, final)
     return final

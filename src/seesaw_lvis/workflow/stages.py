@@ -12,6 +12,12 @@ A stage is one ``python -m seesaw_lvis <verb>`` call whose every input and outpu
 on its command line. Dependencies are explicit files (the row's whole ``_base_`` chain of
 configs, the source files of the code it runs), so editing one row's config re-runs only
 that row and the rows inheriting from it.
+
+Every stage but the report also records a digest of its own deps and params (its lineage,
+``seesaw_lvis.workflow.lineage``) in an output its dependants read, so a stage that re-runs
+always changes what follows it, even when its real outputs come out byte-identical: DVC (which
+skips a stage whose deps hash as before) then re-runs exactly what Snakemake (which plans the
+whole downstream of a re-run job) does. The lineage code is therefore a dep of those stages.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from seesaw_lvis.params import dataset_dir
 PARAMS_FILE = "params/pipeline.yaml"
 PKG = Path("src/seesaw_lvis")
 CONFIG_DIR = PKG / "configs"
+# The stages that record their lineage run this code: a change of it re-runs them.
+LINEAGE_SRC = "workflow/lineage.py"
 
 
 @dataclass
@@ -97,7 +105,7 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
     out.append(Stage(
         name="data",
         cmd=f"python -m seesaw_lvis data --params {PARAMS_FILE} --out {data} --log {log} --no-progress",
-        deps=_py_files("data/synthetic.py", "data/download.py", "data/frequency.py"),
+        deps=_py_files("data/synthetic.py", "data/download.py", "data/frequency.py", LINEAGE_SRC),
         outs=[data], out_dirs=[data], params=["dataset", "seed", "synthetic", "lvis_v1"], log=log))
 
     log = _log(params, "stats/stats")
@@ -105,14 +113,14 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
         name="stats",
         cmd=(f"python -m seesaw_lvis stats --params {PARAMS_FILE} --train-json {data}/annotations/lvis_v1_train.json"
              f" --out-dir {stats_dir} --figures {figures} --log {log}"),
-        deps=[data, *_py_files("data/stats.py", "data/frequency.py")],
+        deps=[data, *_py_files("data/stats.py", "data/frequency.py", LINEAGE_SRC)],
         outs=[f"{stats_dir}/class_freq.csv", stats_json, f"{figures}/class_frequency.png",
               f"{figures}/class_frequency.svg"],
         params=["dataset", "stats"], log=log,
         captions={f"{figures}/class_frequency.png": {"caption": "workflow/report/class_frequency.rst",
                                                      "category": "Long tail"}}))
 
-    engine_src = _py_files("models", "engine", "configs/resolve.py", "compat.py")
+    engine_src = _py_files("models", "engine", "configs/resolve.py", "compat.py", LINEAGE_SRC)
     for row_id, row in params["rows"].items():
         chain = config_chain(row["config"])
         row_params = ["dataset", "seed", "scale", f"scales.{scale}", f"rows.{row_id}"]
