@@ -209,6 +209,7 @@ def test_unreachable_server_spools_once_then_replays_exactly_once(store, tmp_pat
         backend.add_config(_config(work))
         for step in range(1, 11):
             backend.add_scalars(_scalars(step), step=step)
+        backend.flush()  # the store writes run on the backend's thread
     assert time.monotonic() - t0 < 10, "an unreachable server must not stall training"
     (warning,) = _tracking_warnings(record)
     assert uri in str(warning.message) and str(work / T.SPOOL_NAME) in str(warning.message)
@@ -259,6 +260,7 @@ def test_outage_mid_run_and_replay_from_the_cli(store, tmp_path, monkeypatch, de
         warnings.simplefilter("always")
         for step in range(4, 9):
             backend.add_scalars(_scalars(step), step=step)
+        backend.flush()  # the store writes run on the backend's thread
         monkeypatch.setattr(T, "_probe", lambda uri: "connection refused")   # still down at the end
         backend.close()
     msgs = [str(w.message) for w in _tracking_warnings(record)]

@@ -9,7 +9,8 @@ Every run is tagged with table, row, title, scale, dataset, config_hash, git_com
 * Training curves go through mmengine's visualizer: :func:`vis_backends` returns the
   ``visualizer.vis_backends`` list (``LocalVisBackend`` + :class:`ResilientMLflowVisBackend`),
   a subclass of mmengine's ``MLflowVisBackend`` that talks to the store through an explicit
-  ``MlflowClient`` (no global active run) and never raises because the store is down.
+  ``MlflowClient`` (no global active run) and never raises because the store is down. Its
+  store writes run on one thread per row, in order, so an iteration never waits for MLflow.
 * Evaluation metrics and artifacts: :func:`log_evaluation`.
 * A spool replayed later: :func:`sync_pending` (``python -m seesaw_lvis track``).
 
@@ -30,6 +31,7 @@ otherwise) and is retried with backoff on "database is locked".
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import functools
@@ -37,10 +39,12 @@ import json
 import logging
 import os
 import posixpath
+import queue
 import random
 import re
 import socket
 import subprocess
+import threading
 import time
 import uuid
 import warnings
@@ -798,6 +802,62 @@ def _warn(message: str, level: int = logging.WARNING) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# the logging thread
+
+
+class _Worker:
+    """One thread that runs a row's logging calls in submission order, off the training loop.
+
+    A store write (SQLite transaction under a file lock, or an HTTP request) costs milliseconds
+    to seconds; the training iteration only enqueues. The calls themselves never raise for an
+    unreachable store (RunLogger spools then); anything else is logged, never lost silently.
+    The thread is a daemon so a crashed run cannot hang at exit, and an ``atexit`` hook drains
+    the queue first, so a run that ends by an exception (a NaN loss, a bug) still logs what it
+    queued. Only a SIGKILL loses the calls still queued (a few milliseconds' worth): the same
+    window as a synchronous write interrupted mid-transaction.
+    """
+
+    _STOP = object()
+
+    def __init__(self, name: str):
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._atexit = self.stop
+        atexit.register(self._atexit)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is self._STOP:
+                    return
+                fn, args, kwargs = item
+                try:
+                    fn(*args, **kwargs)
+                except Exception:  # noqa: BLE001 - a logging bug must not kill the thread
+                    log.exception("MLflow logging call %s failed", getattr(fn, "__name__", fn))
+            finally:
+                self._queue.task_done()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if not self._thread.is_alive():          # stopped: run in the caller (nothing is dropped)
+            fn(*args, **kwargs)
+            return
+        self._queue.put((fn, args, kwargs))
+
+    def flush(self) -> None:
+        if self._thread.is_alive():
+            self._queue.join()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        atexit.unregister(self._atexit)
+
+
+# --------------------------------------------------------------------------------------------
 # mmengine vis backend
 
 
@@ -822,6 +882,7 @@ class ResilientMLflowVisBackend(MLflowVisBackend):
         self._run_key = run_key or (tags or {}).get("run_key")
         self._retry_interval_s = float(retry_interval_s)
         self._logger: RunLogger | None = None
+        self._worker: _Worker | None = None
         self.cfg = None
 
     def _make_logger(self) -> RunLogger:
@@ -840,15 +901,26 @@ class ResilientMLflowVisBackend(MLflowVisBackend):
     def _init_env(self) -> None:
         if self._save_dir:
             os.makedirs(self._save_dir, exist_ok=True)
-        self._logger = self._make_logger()
-        if self._logger.start():
-            self._logger.set_status("RUNNING")
+        self._logger = logger = self._make_logger()
+        self._worker = _Worker(f"mlflow-{logger.label}")
+
+        def start() -> None:
+            if logger.start():
+                logger.set_status("RUNNING")
+
+        self._worker.submit(start)
         if self._params:
-            self._logger.log_params(flatten_params(self._params))
+            self._worker.submit(logger.log_params, flatten_params(self._params))
+
+    def flush(self) -> None:
+        """Wait until everything logged so far has reached the store or the spool."""
+        if self._worker is not None:
+            self._worker.flush()
 
     @property  # type: ignore[override]
     @force_init_env
     def experiment(self) -> RunLogger:
+        self.flush()               # the caller sees the logger's state after every queued call
         return self._logger
 
     @force_init_env
@@ -857,8 +929,8 @@ class ResilientMLflowVisBackend(MLflowVisBackend):
         d = config.to_dict()
         if self._tracked_config_keys is not None:
             d = {k: d[k] for k in self._tracked_config_keys if k in d}
-        self._logger.log_params(flatten_params(d), conflicts="warn")
-        self._logger.log_text(config.pretty_text, "config.py")
+        self._worker.submit(self._logger.log_params, flatten_params(d), conflicts="warn")
+        self._worker.submit(self._logger.log_text, config.pretty_text, "config.py")
 
     @force_init_env
     def add_image(self, name: str, image, step: int = 0, **kwargs) -> None:
@@ -869,22 +941,27 @@ class ResilientMLflowVisBackend(MLflowVisBackend):
             out = Path(self._spool_dir or self._save_dir) / "mlflow_images" / f"{_clean_key(name).replace('/', '_')}_{step}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(out)
-            self._logger.log_artifacts([(out, "images")])
+            self._worker.submit(self._logger.log_artifacts, [(out, "images")])
         except Exception as e:  # noqa: BLE001 - an image is never worth a failed run
             log.warning("MLflow: image %s not logged (%s)", name, e)
 
     @force_init_env
     def add_scalar(self, name: str, value, step: int = 0, **kwargs) -> None:
-        self._logger.log_metrics({name: value}, step)
+        self.add_scalars({name: value}, step)
 
     @force_init_env
     def add_scalars(self, scalar_dict: dict, step: int = 0, file_path: str | None = None, **kwargs) -> None:
         assert isinstance(scalar_dict, dict)
         assert "step" not in scalar_dict, "Please set it directly through the step parameter"
-        self._logger.log_metrics(scalar_dict, step)
+        # the values and the time are taken now; the store write happens on the worker thread
+        self._worker.submit(self._logger.log_metrics, dict(scalar_dict), step, int(time.time() * 1000))
 
     def close(self) -> None:
         """Artifacts of the work dir (config, logs, scalar JSON), final replay, run FINISHED."""
+        if self._worker is not None:
+            # everything queued reaches the store (or the spool) first; later calls (the
+            # visualizer is a process-wide instance) run synchronously
+            self._worker.stop()
         if self._logger is None:
             # never used in this process (e.g. a non-zero DDP rank): only the main process replays
             # a spool left from an earlier attempt
