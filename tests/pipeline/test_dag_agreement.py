@@ -10,19 +10,22 @@ from tests.conftest import run
 pytestmark = pytest.mark.pipeline
 
 
-def snakemake_stages(repo) -> dict[str, dict]:
-    """Every job of `snakemake all`, from a forced dry run with shell commands printed."""
+def snakemake_stages(repo, with_priority: bool = False) -> dict[str, dict]:
+    """Every job of `snakemake all`, from a forced dry run with shell commands printed
+    (cmd, outs, deps; and the job's scheduling priority when asked)."""
     out = run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", "all"], repo).stdout
     stages, job = {}, None
     for line in out.splitlines():
         if line.startswith("rule ") and line.endswith(":"):
-            job = {"rule": line[5:-1], "outs": set(), "deps": set(), "wildcards": ""}
+            job = {"rule": line[5:-1], "outs": set(), "deps": set(), "wildcards": "", "priority": 0}
         elif job is not None and line.startswith("    ") and ": " in line:
             key, value = line.strip().split(": ", 1)
             if key in ("input", "output"):
                 job["deps" if key == "input" else "outs"] = set(value.split(", "))
             elif key == "wildcards":
                 job["wildcards"] = value
+            elif key == "priority":
+                job["priority"] = int(value)
         elif job is not None and line.startswith("Shell command: "):
             if line == "Shell command: None":  # a target-only rule such as `all`
                 job = None
@@ -30,6 +33,8 @@ def snakemake_stages(repo) -> dict[str, dict]:
             name = job["rule"] + (f"@{job['wildcards']}" if job["wildcards"] else "")
             stages[name] = {"cmd": " ".join(line[len("Shell command: "):].split()),
                             "outs": job["outs"], "deps": job["deps"]}
+            if with_priority:
+                stages[name]["priority"] = job["priority"]
             job = None
     assert stages, out
     return stages
@@ -80,3 +85,26 @@ def test_both_dags_follow_the_params_file(pipeline_copy):
     smk, dvc = snakemake_stages(pipeline_copy), dvc_stages(pipeline_copy)
     assert smk["data"]["outs"] == dvc["data"]["outs"] == {"d2/synthetic"}
     assert smk == dvc
+
+
+def test_snakemake_starts_the_longest_chain_first(pipeline_copy, default_params):
+    """Priorities (longest remaining chain) reach Snakemake; the chain to the TTA evaluation,
+    the longest at every scale, outranks every other training and evaluation."""
+    from seesaw_lvis.workflow.stages import stages
+
+    listed = {s.name: s for s in stages(default_params)}
+    planned = snakemake_stages(pipeline_copy, with_priority=True)
+    assert {n: planned[n]["priority"] for n in listed} == {n: s.priority for n, s in listed.items()}
+    producer = {o: s.name for s in listed.values() for o in s.all_outs}
+    for s in listed.values():
+        for dep in s.deps:
+            if dep in producer:  # a stage outranks every stage that needs it
+                assert listed[producer[dep]].priority > s.priority, (producer[dep], s.name)
+    tta = next(r for r, row in default_params["rows"].items() if row["kind"] == "tta")
+    chain = {f"evaluate_{tta}"}
+    parent = default_params["rows"][tta]["from"]
+    while parent:
+        chain.add(f"train_{parent}")
+        parent = default_params["rows"][parent]["from"]
+    others = [s.priority for n, s in listed.items() if n not in chain and n.startswith(("train_", "evaluate_"))]
+    assert min(listed[n].priority for n in chain) > max(others), chain

@@ -139,6 +139,23 @@ def test_mlflow_has_one_run_per_row_with_curves_and_metrics(finished_pipeline):
     assert len(history) == 2  # both ci iterations of t1_ce
 
 
+def test_dvc_plots_show_renders_every_rows_training_curves(finished_pipeline, tmp_path):
+    repo, _ = finished_pipeline
+    rows = yaml.safe_load((repo / "params/rows.yaml").read_text())["rows"]
+    trained = [r for r, row in rows.items() if row["kind"] != "tta"]
+    shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)
+    plots = shown.get("data", shown)  # {plot id: [{"type": "vega", "content": ...}]}
+    for row in trained:
+        path = f"results/train/{row}/curves.json"
+        assert path in plots, (path, sorted(plots)[:5])
+        spec = json.dumps(plots[path])
+        assert '"loss"' in spec and '"iter"' in spec, path
+    html = tmp_path / "plots"
+    dvc(repo, "plots", "show", "-o", str(html))
+    index = (html / "index.html").read_text()
+    assert all(f"results/train/{row}/curves.json" in index for row in trained)
+
+
 def test_dvc_metrics_show_lists_every_row(finished_pipeline):
     repo, _ = finished_pipeline
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)

@@ -35,5 +35,6 @@ for _stage in STAGES:
             cmd=_stage.cmd,
         resources:
             **stage_resources(_stage),
+        priority: _stage.priority
         shell:
             "{params.cmd}"

@@ -49,6 +49,7 @@ class Stage:
     plots: list[str] = field(default_factory=list)      # outs shown by `dvc plots show`
     captions: dict[str, dict[str, str]] = field(default_factory=dict)  # Snakemake report entries
     resources: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0                      # Snakemake `priority:` (see critical_path_priorities)
 
     @property
     def all_outs(self) -> list[str]:
@@ -161,7 +162,37 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
         deps=[*report.report_inputs(params), *_py_files("report", "io.py")],
         outs=report.report_outputs(params), params=["dataset", "scale", "rows"], log=log,
         captions=report.report_captions(params)))
+    critical_path_priorities(out, params)
     return out
+
+
+# Relative cost of a stage, for scheduling only: a training is about two evaluations; a TTA
+# evaluation runs the model on 10 views of every image (the paper's 5 scales x 2 flips).
+STAGE_COST = {"train": 2, "evaluate": 1, "tta": 10}
+
+
+def _cost(stage: Stage, params: Mapping[str, Any]) -> int:
+    kind = stage.resources.get("kind")
+    if kind == "evaluate" and params["rows"][stage.name.removeprefix("evaluate_")]["kind"] == "tta":
+        return STAGE_COST["tta"]
+    return STAGE_COST.get(kind, 1)
+
+
+def critical_path_priorities(stage_list: list[Stage], params: Mapping[str, Any]) -> None:
+    """Set each stage's priority to the cost of the longest chain from it to the end.
+
+    With many jobs ready at once Snakemake runs them in no useful order: at mini, the finetuned
+    row and its TTA evaluation (~30 min on one core) started last, behind ten independent rows,
+    and the whole run waited for that chain. Longest-remaining-chain-first (the classic list
+    scheduling rule) starts the critical path as soon as it can. DVC runs one stage at a time
+    and has no priorities: nothing to do there.
+    """
+    producer = {o: s.name for s in stage_list for o in s.all_outs}
+    needs = {s.name: {producer[d] for d in s.deps if d in producer} for s in stage_list}
+    rank: dict[str, int] = {}
+    for s in reversed(stage_list):  # dependency order: every dependant comes later
+        after = max((rank[d.name] for d in stage_list if s.name in needs[d.name]), default=0)
+        rank[s.name] = s.priority = _cost(s, params) + after
 
 
 def params_file_of(key: str) -> str:
