@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import yaml
 
 from seesaw_lvis.io import write_text
-from seesaw_lvis.workflow.stages import dvc_yaml
+from seesaw_lvis.workflow.stages import Stage, dvc_yaml, stages
 
 HEADER = """\
 # GENERATED from params/ by seesaw_lvis.workflow.stages (`python -m seesaw_lvis dvc-yaml`;
@@ -39,10 +39,8 @@ def _mtime_range(path: Path) -> tuple[float, float]:
     return min(times), max(times)
 
 
-def up_to_date_stages(params: Mapping[str, Any]) -> list[str]:
+def up_to_date_stages(stage_list: list[Stage]) -> list[str]:
     """Stages whose outputs all exist and are newer than all their inputs (Snakemake's rule)."""
-    from seesaw_lvis.workflow.stages import stages
-
     ranges: dict[Path, tuple[float, float]] = {}  # the dataset dir is a dep of ~30 stages: walk it once
 
     def mtimes(path: Path) -> tuple[float, float]:
@@ -51,7 +49,7 @@ def up_to_date_stages(params: Mapping[str, Any]) -> list[str]:
         return ranges[path]
 
     done = []
-    for s in stages(params):
+    for s in stage_list:
         outs = [Path(o) for o in s.all_outs]
         deps = [Path(d) for d in s.deps]
         if not all(o.exists() for o in outs) or not all(d.exists() for d in deps):
@@ -70,13 +68,12 @@ def commit_to_dvc(params: Mapping[str, Any]) -> list[str]:
     import subprocess
     import sys
 
-    from seesaw_lvis.workflow.stages import stages
-
-    names = up_to_date_stages(params)
+    all_stages = stages(params)
+    names = up_to_date_stages(all_stages)
     if names:
         # DVC re-reads dvc.yaml and dvc.lock for each target (~3 s a stage at 32 stages): when
         # every stage is done, as after a successful run, one untargeted commit does them all.
-        targets = [] if set(names) == {s.name for s in stages(params)} else names
+        targets = [] if len(names) == len(all_stages) else names
         subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "--force", "--no-relink", "--quiet",
                         *targets],
                        check=True)

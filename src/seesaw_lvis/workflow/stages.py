@@ -189,10 +189,9 @@ def critical_path_priorities(stage_list: list[Stage], params: Mapping[str, Any])
     """
     producer = {o: s.name for s in stage_list for o in s.all_outs}
     needs = {s.name: {producer[d] for d in s.deps if d in producer} for s in stage_list}
-    rank: dict[str, int] = {}
-    for s in reversed(stage_list):  # dependency order: every dependant comes later
-        after = max((rank[d.name] for d in stage_list if s.name in needs[d.name]), default=0)
-        rank[s.name] = s.priority = _cost(s, params) + after
+    for s in reversed(stage_list):  # dependency order: every dependant comes later, ranked already
+        s.priority = _cost(s, params) + max((d.priority for d in stage_list if s.name in needs[d.name]),
+                                            default=0)
 
 
 def params_file_of(key: str) -> str:
