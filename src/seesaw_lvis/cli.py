@@ -184,7 +184,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from seesaw_lvis import params as P
         from seesaw_lvis.bench import pipeline
 
-        pipeline.run(P.load(args.params), out, repo=Path("."), row_id=args.row)
+        pipeline.run(P.load(args.params), out, repo=Path("."), row_id=args.row, iters=args.iters,
+                     pairs=args.pairs)
     log.info("benchmark written: %s", out)
     return 0
 
@@ -250,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output JSON (default reports/bench/<what>.json)")
     p.add_argument("--params", default="params/pipeline.yaml", help="pipeline: the params set")
     p.add_argument("--row", default="t1_ce", help="pipeline: the row whose training is timed")
+    p.add_argument("--iters", type=int, default=30, help="pipeline: training iterations per timed run")
+    p.add_argument("--pairs", type=int, default=3, help="pipeline: interleaved (mmdet Runner, ours) run pairs")
     return parser
 
 

@@ -150,6 +150,7 @@ def test_full_configs_carry_the_papers_values(lvis_params):
     assert cfgs["t2_resnest"].model.backbone.depth == 200
     assert cfgs["t2_resnest"].model.backbone.dcn.type == "DCNv2"
     assert cfgs["t2_fpg"].model.neck.type == "FPGCarafe"
+    assert cfgs["t2_fpg"].model.neck.stack_times == 9 == len(cfgs["t2_fpg"].model.neck.paths)
 
 
 @pytest.mark.parametrize("row_id", ["t2_syncbn", "t2_mask_scoring", "t2_seesaw"])
@@ -192,10 +193,49 @@ def test_mini_schedule_caps_are_per_table(default_params):
         full = resolved(default_params, row_id, "full")
         epochs = full.train_cfg.get("max_epochs", 12)
         expected = round(overlay["iters_per_epoch"] * epochs ** overlay["schedule_exponent"])
-        cap = resolve.max_iters_of(overlay, row["table"])
+        cap = resolve.per_table(overlay["max_iters"], row["table"])
         assert cfg.train_cfg.max_iters == (min(expected, cap) if cap else expected), row_id
-    assert resolve.max_iters_of({"max_iters": 7}, 2) == 7
-    assert resolve.max_iters_of({"max_iters": {"table2": 5}}, 1) is None
+    assert resolve.per_table(7, 2) == 7
+    assert resolve.per_table({"table2": 5}, 1) is None
+
+
+def test_spread_keeps_both_ends_evenly():
+    assert resolve.spread([0, 1, 2, 3, 4], 3) == [0, 2, 4]
+    assert resolve.spread([0, 1, 2, 3, 4], 2) == [0, 4]
+    assert resolve.spread([0, 1, 2, 3, 4], 1) == [2]
+    assert resolve.spread([0, 1, 2], 5) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("scale", ["mini", "ci"])
+def test_overlay_shortens_fpg_and_tta_only_in_depth_and_count(default_params, scale):
+    """FPG keeps its first `fpg_stack_times` stacks with mmdet's skip pattern cut to them (every
+    level still processed in some stack); TTA keeps `tta_scales` of the paper's scales, evenly
+    spread, both flips. full keeps 9 stacks and 5 scales (test_full_configs_carry_the_papers_values)."""
+    overlay = default_params["scales"][scale]
+    n = overlay["fpg_stack_times"]
+    full, ours = (resolved(default_params, "t2_fpg", s).model.neck for s in ("full", scale))
+    assert ours.stack_times == n == len(ours.paths) and set(ours.paths) == set(full.paths)
+    assert ours.skip_inds == [tuple(i for i in level if i < n) for level in full.skip_inds]
+    assert all(len(level) < n for level in ours.skip_inds)
+    tta_full = resolved(default_params, "t2_tta", "full").tta_pipeline[1].transforms
+    tta = resolved(default_params, "t2_tta", scale).tta_pipeline[1].transforms
+    kept = resolve.spread([t.scale for t in tta_full[0]], overlay["tta_scales"])
+    assert [t.scale for t in tta[0]] == [resolve._scaled(s, overlay["image_scale"]) for s in kept]
+    assert tta[1] == tta_full[1] and kept[0] == (1200, 1200) and kept[-1] == (2000, 2000)
+
+
+@pytest.mark.parametrize("scale", ["mini", "ci"])
+def test_overlay_checkpoints_each_epoch_but_at_most_ten_times(default_params, scale):
+    """Checkpoints (weights + optimizer, ~0.6 s each at mini) per scaled epoch, capped at ~10 per
+    run: a 45-epoch row at 150 iterations would otherwise save every 3 iterations."""
+    for row_id, row in default_params["rows"].items():
+        if row["kind"] == "tta":
+            continue
+        cfg = resolved(default_params, row_id, scale)
+        full = resolved(default_params, row_id, "full")
+        total, interval = cfg.train_cfg.max_iters, cfg.default_hooks.checkpoint.interval
+        assert total // interval <= 10, row_id
+        assert interval >= round(total / full.train_cfg.get("max_epochs", 12)), row_id
 
 
 # ----------------------------------------------------------------------------- ci scale runs

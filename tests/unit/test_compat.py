@@ -1,4 +1,4 @@
-"""The two stack incompatibilities, fixed in seesaw_lvis.compat, proven on the real libraries."""
+"""The stack incompatibilities and slow paths fixed in seesaw_lvis.compat, proven on the real libraries."""
 from __future__ import annotations
 
 import json
@@ -156,3 +156,31 @@ def test_instaboost_handles_masks_with_several_contours():
     single = np.zeros((20, 20), np.uint8)
     single[3:12, 4:15] = 1
     assert polygons and affine.binary_mask_to_polygon(single) == original(single)
+
+
+def test_config_text_is_formatted_once_and_identical():
+    """mmengine formats cfg.pretty_text with yapf on every checkpoint; the memoised formatter
+    returns the same text, computes a repeated one once, and still sees any change."""
+    import mmengine.config.config as config_module
+    from mmengine.config import Config
+
+    compat.install()
+    cfg = Config(dict(model=dict(type="Toy", widths=[1, 2, 3], name="a" * 90), seed=0))
+    original = config_module.FormatCode.original
+    text = cfg.pretty_text
+    config_module.FormatCode = original
+    try:
+        assert cfg.pretty_text == text  # yapf itself, unmemoised
+    finally:
+        compat.memoise_config_formatting()
+    calls = []
+    config_module.FormatCode = compat._memoised_format_code(
+        lambda t, **kw: (calls.append(t), original(t, **kw))[1])
+    try:
+        assert cfg.pretty_text == cfg.pretty_text == text
+        assert len(calls) == 1
+        cfg.seed = 1
+        assert "seed = 1" in cfg.pretty_text and len(calls) == 2
+    finally:
+        config_module.FormatCode = original
+        compat.memoise_config_formatting()

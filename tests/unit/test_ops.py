@@ -227,3 +227,54 @@ def test_deform_roi_pool_edge_cases():
     out = deform_roi_pool_cpu(x, torch.tensor([[0, 0.5, 0.5, 4.0, 4.0]]), None, 2)
     out.sum().backward()
     assert x.grad.shape == x.shape
+
+
+def test_deform_roi_pool_csr_products_equal_the_dense_map():
+    """Forward (CSR A @ X), input gradient (A^T as CSR) and offset gradient (dV/dx, dV/dy
+    maps) equal the same products with the map as a dense matrix, over several images."""
+    from seesaw_lvis.models.ops import deform_roi_pool as drp
+
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 10, 11, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.5, 1.0, 8.0, 9.5], [1, 2.0, 2.0, 10.5, 7.0], [0, -2.0, 3.0, 4.0, 12.0]],
+                        dtype=torch.float64)
+    off = (0.3 * torch.randn(3, 2, 3, 3, dtype=torch.float64)).requires_grad_()
+    out = deform_roi_pool_cpu(x, rois, off, 3, 1.0, 0, 0.1)
+    g = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    out.backward(g)
+    pool_map, roi_w, roi_h = drp._sampling_maps(x.shape, rois, off.detach(), 3, 3, 1.0, 0, 0.1, True)
+    dense = pool_map.matrix(pool_map.weight).to_dense()
+    x_rows = drp._to_rows(x.detach())
+    g_rows = g.permute(0, 2, 3, 1).reshape(-1, 3)
+    torch.testing.assert_close(drp._to_rows(out.detach()), dense @ x_rows)
+    torch.testing.assert_close(drp._to_rows(x.grad), dense.t() @ g_rows)
+    torch.testing.assert_close(pool_map.transposed().to_dense(), dense.t())
+    dvx = ((pool_map.matrix(pool_map.dx).to_dense() @ x_rows) * g_rows).sum(1).view(3, 3, 3)
+    torch.testing.assert_close(off.grad[:, 0], 0.1 * roi_w[:, None, None] * dvx)
+
+
+def test_deform_roi_pool_degenerate_rois_have_zero_offset_gradient():
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    off = torch.zeros(1, 2, 2, 2, requires_grad=True)
+    out = deform_roi_pool_cpu(x, torch.tensor([[0, 4.0, 4.0, 2.0, 2.0]]), off, 2)
+    out.sum().backward()
+    assert out.abs().sum() == 0 and off.grad.abs().sum() == 0 and x.grad.abs().sum() == 0
+
+
+def test_deform_roi_pool_non_finite_offsets_or_rois_give_nan_bins_not_a_crash():
+    """An exploded offset or RoI (inf/NaN) must not become an out-of-range index: its bins are
+    NaN (so the loss is, and training stops with its clear error), the other bins unchanged."""
+    x = torch.randn(1, 2, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 6.0], [0, 2.0, 2.0, 7.0, 5.0], [0, 0.0, float("inf"), 3.0, 3.0]])
+    off = torch.zeros(3, 2, 2, 2)
+    off[0, 0, 1, 1] = float("inf")
+    off[1, 1, 0, 0] = float("nan")
+    off.requires_grad_()
+    for sr in (0, 2):
+        out = deform_roi_pool_cpu(x, rois, off, 2, 1.0, sr, 0.1)
+        clean = deform_roi_pool_cpu(x, rois[:2], torch.zeros(2, 2, 2, 2), 2, 1.0, sr, 0.1)
+        nan = torch.isnan(out)
+        assert nan[0, :, 1, 1].all() and nan[1, :, 0, 0].all() and nan[2].all()
+        assert nan.sum() == 2 * (1 + 1 + 4)
+        torch.testing.assert_close(out[0, :, 0, 0], clean[0, :, 0, 0])
+        out.nansum().backward()  # no crash in backward either

@@ -50,8 +50,12 @@ def _median_iter_time(runner) -> float:
     return float(statistics.median(steady))
 
 
-def training_overhead(params: Mapping[str, Any], row_id: str, iters: int) -> dict[str, Any]:
-    """Median seconds/iteration: our train entry vs a bare mmengine Runner, same config."""
+def training_overhead(params: Mapping[str, Any], row_id: str, iters: int, pairs: int = 3) -> dict[str, Any]:
+    """Median seconds/iteration: our train entry vs a bare mmengine Runner, same config.
+
+    ``pairs`` interleaved (Runner, ours) runs: the ratio is of the means over all runs, and
+    each pair's own ratio is reported too, so run-to-run noise is visible beside the result.
+    """
     from mmengine.runner import Runner
 
     from seesaw_lvis import compat
@@ -64,45 +68,51 @@ def training_overhead(params: Mapping[str, Any], row_id: str, iters: int) -> dic
     if overlay is None:
         raise ValueError("bench pipeline measures training at the ci or mini scale, not full")
     overlay.update(max_iters=iters, iters_per_epoch=iters, schedule_exponent=1.0)
-    results = {}
+
+    def ours(work: Path):
+        holder: dict = {}
+        original = Runner.from_cfg
+
+        def capture(cfg, _orig=original, _h=holder):
+            _h["runner"] = _orig(cfg)
+            return _h["runner"]
+
+        Runner.from_cfg = staticmethod(capture)
+        try:
+            engine.train(params, row_id, work)
+        finally:
+            Runner.from_cfg = original
+        return holder["runner"]
+
+    def mmdet_runner(work: Path):
+        cfg = resolve.load(params, row_id)
+        cfg.work_dir = str(work)
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        return runner
+
+    results: dict[str, list[float]] = {"mmdet_runner": [], "ours": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("mmdet_runner", "ours", "mmdet_runner_again", "ours_again"):  # interleaved
-            work = Path(tmp) / name
-            if name.startswith("ours"):
-                holder: dict = {}
-                original = Runner.from_cfg
-
-                def capture(cfg, _orig=original, _h=holder):
-                    _h["runner"] = _orig(cfg)
-                    return _h["runner"]
-
-                Runner.from_cfg = staticmethod(capture)
-                try:
-                    engine.train(params, row_id, work)
-                finally:
-                    Runner.from_cfg = original
-                runner = holder["runner"]
-            else:
-                cfg = resolve.load(params, row_id)
-                cfg.work_dir = str(work)
-                cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-                runner = Runner.from_cfg(cfg)
-                runner.train()
-            results.setdefault(name.replace("_again", ""), []).append(_median_iter_time(runner))
-    ours, theirs = statistics.mean(results["ours"]), statistics.mean(results["mmdet_runner"])
-    return {"row": row_id, "scale": params["scale"], "iterations": iters,
-            "ours_s_per_iter": ours, "mmdet_runner_s_per_iter": theirs,
-            "ours_iters_per_s": 1 / ours, "mmdet_runner_iters_per_s": 1 / theirs,
-            "overhead_ratio": ours / theirs, "samples": results}
+        for pair in range(pairs):  # interleaved: slow drifts of the machine hit both alike
+            for name, run_one in (("mmdet_runner", mmdet_runner), ("ours", ours)):
+                results[name].append(_median_iter_time(run_one(Path(tmp) / f"{name}_{pair}")))
+    mean_ours, mean_theirs = statistics.mean(results["ours"]), statistics.mean(results["mmdet_runner"])
+    return {"row": row_id, "scale": params["scale"], "iterations": iters, "pairs": pairs,
+            "ours_s_per_iter": mean_ours, "mmdet_runner_s_per_iter": mean_theirs,
+            "ours_iters_per_s": 1 / mean_ours, "mmdet_runner_iters_per_s": 1 / mean_theirs,
+            "overhead_ratio": mean_ours / mean_theirs,
+            "pair_ratios": [o / t for o, t in zip(results["ours"], results["mmdet_runner"])],
+            "samples": results}
 
 
 def run(params: Mapping[str, Any], out: Path, repo: Path = Path("."), row_id: str = "t1_ce",
-        iters: int = 20) -> dict[str, Any]:
+        iters: int = 30, pairs: int = 3) -> dict[str, Any]:
     import torch
 
     result = {
         "noop": noop_timings(repo),
-        "training": training_overhead(params, row_id, iters),
+        "training": training_overhead(params, row_id, iters, pairs),
         "torch_threads": torch.get_num_threads(),
         "targets": {"noop_s_max": 5.0, "training_overhead_max": 1.02},
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -146,13 +147,12 @@ def _backbone_channels(backbone: dict) -> list[int]:
     return [base * expansion * 2 ** i for i in range(4)]
 
 
-def max_iters_of(overlay: Mapping[str, Any], table: int | None) -> int | None:
-    """The overlay's iteration cap for a row of ``table``: ``max_iters`` is one cap for every
-    row, or one per table (``{table1: null, table2: 200}``: a table not named is uncapped)."""
-    cap = overlay["max_iters"]
-    if isinstance(cap, Mapping):
-        return cap.get(f"table{table}")
-    return cap
+def per_table(value: Any, table: int | None) -> Any:
+    """An overlay value for a row of ``table``: one value for every row, or one per table
+    (``{table1: null, table2: 150}``: a table not named gets None)."""
+    if isinstance(value, Mapping):
+        return value.get(f"table{table}")
+    return value
 
 
 def _to_iterations(cfg, overlay: Mapping[str, Any], table: int | None = None) -> None:
@@ -166,7 +166,7 @@ def _to_iterations(cfg, overlay: Mapping[str, Any], table: int | None = None) ->
     """
     epochs = cfg.train_cfg.get("max_epochs") or 12
     total = int(round(overlay["iters_per_epoch"] * epochs ** overlay["schedule_exponent"]))
-    cap = max_iters_of(overlay, table)
+    cap = per_table(overlay["max_iters"], table)
     if cap:
         total = min(total, cap)
     per_epoch = total / epochs
@@ -187,7 +187,11 @@ def _to_iterations(cfg, overlay: Mapping[str, Any], table: int | None = None) ->
             s["end"] = max(1, min(s.get("end", 500), total // 20))
         schedulers.append(s)
     cfg.param_scheduler = schedulers
-    interval = max(1, int(round(per_epoch)))
+    # A checkpoint per (scaled) epoch, but at most ~10 per run: short overlay schedules have
+    # epochs of a few iterations, and each checkpoint writes the weights and optimizer state
+    # (131 MB, ~0.6 s for the FPG rows at mini). A preempted job then loses at most a tenth
+    # of its run. (full keeps mmdet's per-epoch checkpoints: no overlay.)
+    interval = max(1, int(round(per_epoch)), math.ceil(total / 10))
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=interval,
                                         max_keep_ckpts=2, save_last=True)
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=max(1, min(10, total // 10)))
@@ -201,6 +205,36 @@ def _shrink_sampling(d: dict, overlay: Mapping[str, Any]) -> None:
     for key in ("nms_pre", "max_per_img"):
         if key in d and "nms" in d and d[key] >= 1000:  # RPN proposal settings
             d[key] = overlay["proposals"]
+
+
+def spread(items: list, n: int) -> list:
+    """``n`` of ``items``, evenly spread and keeping both ends (one: the middle one)."""
+    if n >= len(items):
+        return list(items)
+    if n == 1:
+        return [items[len(items) // 2]]
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def _shorten_fpg(d: dict, stack_times: int) -> None:
+    """FPG with its first ``stack_times`` stacks: paths and skip pattern cut to match (mmdet's
+    pattern skips level i in stacks 0..3-i, so 5 stacks still process every level)."""
+    if stack_times >= d["stack_times"]:
+        return
+    d["stack_times"] = stack_times
+    d["paths"] = list(d["paths"])[:stack_times]
+    if d.get("skip_inds") is not None:
+        d["skip_inds"] = [tuple(i for i in level if i < stack_times) for level in d["skip_inds"]]
+
+
+def _fewer_tta_scales(d: dict, n: int) -> None:
+    """TestTimeAug: keep ``n`` of the resize alternatives (evenly spread, smallest and largest
+    kept); every other augmentation (flips) stays."""
+    transforms = list(d["transforms"])
+    for i, alternatives in enumerate(transforms):
+        if alternatives and all(t.get("type") in SIZE_TRANSFORMS for t in alternatives):
+            transforms[i] = spread(list(alternatives), n)
+    d["transforms"] = transforms
 
 
 def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> None:
@@ -225,6 +259,10 @@ def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> 
                 d["init_cfg"] = None
                 d["frozen_stages"] = -1
                 d["norm_eval"] = False
+        if "stack_times" in d and "paths" in d:  # FPG necks
+            _shorten_fpg(d, overlay["fpg_stack_times"])
+        if kind == "TestTimeAug":
+            _fewer_tta_scales(d, overlay["tta_scales"])
         if isinstance(kind, str):
             for key, default in _implicit_widths(kind):
                 d.setdefault(key, default)
@@ -247,6 +285,9 @@ def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> 
     # A short schedule from scratch needs a larger step than mmdet's linear scaling of 0.02
     # per 16 images would give a batch of 2: the overlay sets the LR itself.
     cfg.optim_wrapper.optimizer.lr = overlay["lr"]
+    clip = per_table(overlay["clip_grad"], table)
+    if clip:  # mmdet's usual clip (e.g. its RetinaNet/FCOS configs): L2 norm of all gradients
+        cfg.optim_wrapper.clip_grad = dict(max_norm=clip, norm_type=2)
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=16)
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         loader = cfg.get(name)
@@ -262,6 +303,9 @@ def load(params: Mapping[str, Any], row_id: str, scale: str | None = None):
     """The resolved mmengine Config of ``row_id`` for the pipeline's dataset and scale."""
     from mmengine.config import Config
 
+    from seesaw_lvis import compat
+
+    compat.install()  # before Config.fromfile: mmengine's external-config lookup is cached there
     if row_id not in params["rows"]:
         raise KeyError(f"row '{row_id}' not in params/rows.yaml (rows: {', '.join(params['rows'])})")
     scale = scale or params["scale"]

@@ -33,6 +33,10 @@ def predict(params: Mapping[str, Any], row_id: str, checkpoint: Path, out_dir: P
     if cfg.get("tta_model"):  # a TTA row: wrap the model, test on the augmented views (mmdet's --tta)
         cfg.model = dict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    # One pass over the val split: persistent workers would buy nothing, and torch then joins
+    # them only at garbage collection, with a 5 s timeout per worker that they hit (10 s of
+    # every evaluation job at mini, measured).
+    cfg.test_dataloader.persistent_workers = False
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".predict.") as tmp:
         cfg.work_dir = tmp
         cfg.load_from = str(checkpoint)

@@ -992,11 +992,13 @@ class ResilientMLflowVisBackend(MLflowVisBackend):
 # the pipeline's entry points
 
 
-def vis_backends(params: Mapping[str, Any], row_id: str, work_dir: str | os.PathLike) -> list[dict]:
+def vis_backends(params: Mapping[str, Any], row_id: str, work_dir: str | os.PathLike,
+                 cfg=None) -> list[dict]:
     """``visualizer.vis_backends`` for ``row_id``'s training config: mmengine's local JSON
-    scalars and the row's MLflow run (spool in ``work_dir``)."""
+    scalars and the row's MLflow run (spool in ``work_dir``); ``cfg`` as for
+    :func:`run_identity`."""
     tracking = settings(params)
-    ident = run_identity(params, row_id)
+    ident = run_identity(params, row_id, cfg)
     return [
         dict(type="LocalVisBackend"),
         dict(type="ResilientMLflowVisBackend", exp_name=tracking.experiment, run_name=ident.run_name,

