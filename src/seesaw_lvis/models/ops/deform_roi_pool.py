@@ -45,7 +45,6 @@ per-channel copy of the sample grid -- and the samples are enumerated exactly pe
 """
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -53,6 +52,8 @@ from torch import Tensor, nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
+
+from .sparse import csr_matrix
 
 __all__ = ["deform_roi_pool", "deform_roi_pool_cpu", "DeformRoIPoolAnyDevice"]
 
@@ -71,7 +72,7 @@ class _PoolMap(NamedTuple):
     poisoned: Tensor  # (rows,) bool: bins with a non-finite sample or RoI, NaN in the output
 
     def matrix(self, values: Tensor) -> Tensor:
-        return _csr(self.crow, self.cols, values, self.shape)
+        return csr_matrix(self.crow, self.cols, values, self.shape)
 
     def transposed(self) -> Tensor:
         """``A^T`` as CSR: the entries stably sorted by column."""
@@ -80,13 +81,7 @@ class _PoolMap(NamedTuple):
         order = torch.argsort(self.cols, stable=True)
         ccol = torch.zeros(self.shape[1] + 1, dtype=torch.long, device=self.cols.device)
         ccol[1:] = torch.cumsum(torch.bincount(self.cols, minlength=self.shape[1]), 0)
-        return _csr(ccol, rows[order], self.weight[order], (self.shape[1], self.shape[0]))
-
-
-def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():  # "CSR support is in beta": CSR x dense is all we use
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+        return csr_matrix(ccol, rows[order], self.weight[order], (self.shape[1], self.shape[0]))
 
 
 def _sampling_maps(input_shape: Sequence[int], rois: Tensor, offset: Optional[Tensor],

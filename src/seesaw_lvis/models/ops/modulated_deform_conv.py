@@ -52,7 +52,6 @@ in mmcv/mmdet/this repo does). ``ModulatedDeformConv2dFunction`` itself is left 
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Sequence, Union
 
 import torch
@@ -61,16 +60,12 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
+from .sparse import csr_matrix
+
 __all__ = ["modulated_deform_conv2d", "modulated_deform_conv2d_cpu", "mmcv_modulated_deform_conv2d",
            "install", "is_installed", "uninstall"]
 
 _IntPair = Union[int, Sequence[int]]
-
-
-def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape) -> Tensor:
-    with warnings.catch_warnings():  # "CSR support is in beta": CSR x dense is all we use
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
 class _BilinearSample(Function):
@@ -115,7 +110,7 @@ class _BilinearSample(Function):
         rows = b * points
         crow = torch.arange(0, 4 * rows + 1, 4, device=x.device)
         src = x.permute(0, 2, 3, 1).reshape(b * height * width, c)
-        out = _csr(crow, cols, (weight * m).reshape(-1), (rows, src.size(0))) @ src
+        out = csr_matrix(crow, cols, (weight * m).reshape(-1), (rows, src.size(0))) @ src
         ctx.save_for_backward(x, mask, cols, weight, d_h, d_w)
         return out.view(b, points, c)
 
