@@ -41,7 +41,7 @@ demo: install
 	@echo
 	@echo "Tables:       reports/tables/table{1,2}.{md,csv,tex}"
 	@echo "Plots:        reports/figures/*.{png,svg}   (HTML report: reports/report.html)"
-	@echo "Metrics:      results/eval/<row>/metrics.json   (dvc metrics show)"
+	@echo "Metrics:      results/eval/<row>/metrics.json; headline numbers of every row: dvc metrics show"
 	@echo "MLflow runs:  mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: install

@@ -123,6 +123,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from seesaw_lvis.io import write_json
 
         out = write_json(out_dir / "metrics.json", metrics)
+        write_json(out_dir / "summary.json", lvis_eval.headline(metrics))  # `dvc metrics show`
         artifacts = [out, Path(args.checkpoint).parent / "config.py", *([Path(args.log)] if args.log else [])]
         tracking.log_evaluation(params, args.row, metrics, [a for a in artifacts if a.is_file()])
     else:
@@ -224,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="params/pipeline.yaml (with --row)")
     p.add_argument("--row", help="row id: predict on the val split with --checkpoint, then evaluate")
     p.add_argument("--checkpoint", help="weights to evaluate the row's config with")
-    p.add_argument("--out-dir", help="with --row: results.{bbox,segm}.json and metrics.json")
+    p.add_argument("--out-dir", help="with --row: results.{bbox,segm}.json, metrics.json, summary.json")
     p.add_argument("--gt", help="LVIS ground-truth JSON (without --row)")
     p.add_argument("--results", help="LVIS results JSON (without --row)")
     p.add_argument("--iou-type", nargs="+", choices=["bbox", "segm"], default=["bbox", "segm"])

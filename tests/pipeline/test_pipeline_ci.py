@@ -161,12 +161,15 @@ def test_dvc_metrics_show_lists_every_row(finished_pipeline):
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
     for row in rows_of(repo):
-        path = f"results/eval/{row}/metrics.json"
-        on_disk = json.loads((repo / path).read_text())
+        path = f"results/eval/{row}/summary.json"
+        on_disk = json.loads((repo / f"results/eval/{row}/metrics.json").read_text())
         for iou in ("bbox", "segm"):
             for key in ("AP", "APr", "APc", "APf"):
                 if on_disk[iou][key] is not None:  # None where a group has no category
                     assert files[path]["data"][iou][key] == on_disk[iou][key], (row, iou, key)
+            # the headline numbers only: no column per category, no provenance strings
+            assert set(files[path]["data"][iou]) <= set(on_disk[iou]) - {"per_class"}, (row, iou)
+        assert set(files[path]["data"]) == {"bbox", "segm"}, row
 
 
 def test_snakemake_html_report_has_every_figure(finished_pipeline):

@@ -11,8 +11,9 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from seesaw_lvis.bench.eval import SUMMARY_KEYS, lvis_api_metrics, make_detections, make_gt, max_abs_diff
+from seesaw_lvis.bench.eval import lvis_api_metrics, make_detections, make_gt, max_abs_diff
 from seesaw_lvis.evaluation import evaluate, run
+from seesaw_lvis.evaluation.lvis_eval import SUMMARY_KEYS, headline
 
 TOL = 1e-4
 # lvis-api 0.5.3 calls logger.warn when given a results list
@@ -219,6 +220,12 @@ def test_run_writes_metrics_and_meta(tmp_path):
     assert on_disk["bbox"]["AP"] == pytest.approx(1.0) and on_disk["segm"]["AP"] == pytest.approx(1.0)
     assert set(on_disk["segm"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
                                     "per_class"}
+
+    summary = headline(res)  # the DVC metric: every headline number, nothing per category
+    assert set(summary) == {"bbox", "segm"}
+    for iou in ("bbox", "segm"):
+        assert set(summary[iou]) == set(SUMMARY_KEYS)
+        assert all(summary[iou][k] == res[iou][k] for k in summary[iou])
 
 
 def _fake_samples(gt: dict, cat_ids: list[int], seed: int) -> list[dict]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from seesaw_lvis.engine import tracking as T
+from seesaw_lvis.evaluation.lvis_eval import METRIC_KEYS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -296,7 +297,7 @@ def test_run_identity_reuses_and_splits_runs(store, tmp_path, default_params):
     params = {**default_params, "tracking": {"uri": _uri(store), "artifact_location": str(tmp_path / "mlartifacts")}}
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text('{"bbox": {"AP": 0.25}}\n')
-    metrics = {"bbox": {k: 0.1 for k in T.EVAL_KEYS} | {"APr": None}, "segm": {"AP": 0.2, "APc": 0.15}}
+    metrics = {"bbox": {k: 0.1 for k in METRIC_KEYS} | {"APr": None}, "segm": {"AP": 0.2, "APc": 0.15}}
 
     assert T.log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")
     assert T.log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")

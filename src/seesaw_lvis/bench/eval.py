@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from seesaw_lvis.evaluation.lvis_eval import SUMMARY_KEYS
 from seesaw_lvis.io import write_json
 
 __all__ = ["run", "main", "make_gt", "make_detections", "lvis_api_metrics", "max_abs_diff"]
 
 IMAGE_W, IMAGE_H = 640, 480
-SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
-                "AR@300", "ARs@300", "ARm@300", "ARl@300")
 NUM_CATS = 1203  # LVIS v1 (lvis-api's cost grows with images x categories)
 
 

@@ -56,6 +56,7 @@ from urllib.parse import urlparse
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import MLflowVisBackend, force_init_env
 
+from seesaw_lvis.evaluation.lvis_eval import IOU_TYPES, METRIC_KEYS
 from seesaw_lvis.io import write_json
 
 # MLflow must not phone home from a reproduction pipeline (set before mlflow is imported; a user
@@ -83,8 +84,6 @@ MAX_TAG_VAL_LENGTH = 8000
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
-EVAL_IOU_TYPES = ("bbox", "segm")
-EVAL_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 PROBE_TIMEOUT_S = 2.0          # TCP connect to an HTTP tracking server
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",   # a failure spools; no minutes of retries
@@ -269,7 +268,7 @@ def evaluation_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     for k, v in flat.items():
         iou, _, name = k.partition("_")
         iou = "segm" if iou == "mask" else iou
-        if iou in EVAL_IOU_TYPES and name in EVAL_KEYS and v is not None:
+        if iou in IOU_TYPES and name in METRIC_KEYS and v is not None:
             out[f"{iou}_{name}"] = _to_float(v)
     return out
 

@@ -56,6 +56,7 @@ AREA_LBL = ("all", "small", "medium", "large")
 FREQ_LBL = ("r", "c", "f")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 AR_KEYS = ("AR@300", "ARs@300", "ARm@300", "ARl@300")
+SUMMARY_KEYS = (*METRIC_KEYS, *AR_KEYS)  # every number lvis-api prints
 IOU_TYPES = ("bbox", "segm")
 # lvis: ``iou = min([iou_thr, 1 - 1e-10])``
 _THR_EFF = np.minimum(IOU_THRS, 1 - 1e-10)
@@ -648,6 +649,17 @@ def evaluate(gt: str | os.PathLike | dict, results: str | os.PathLike | list,
     Raises ValueError, naming the file and the offending key or value, on bad input.
     """
     return _evaluate(gt, results, iou_types, max_dets)[0]
+
+
+def headline(metrics: dict) -> dict:
+    """The summary numbers of an ``evaluate`` result, without ``per_class`` or ``meta``.
+
+    What ``dvc metrics show`` lists (``results/eval/<row>/summary.json``): DVC flattens every
+    number of a metrics file into a column, and per-class APs would add one per category and
+    IoU type (2406 at full scale). None (lvis's -1) is kept; DVC skips it.
+    """
+    return {iou: {k: metrics[iou].get(k) for k in SUMMARY_KEYS}
+            for iou in IOU_TYPES if iou in metrics}
 
 
 def run(gt: str | os.PathLike | dict, results: str | os.PathLike | list,

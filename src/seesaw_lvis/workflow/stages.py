@@ -149,8 +149,11 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
                  f" --checkpoint {res}/train/{weights}/final.pth --out-dir {eval_dir} --log {log}"),
             deps=[data, f"{res}/train/{weights}/final.pth", *chain, *engine_src,
                   *_py_files("evaluation")],
-            outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json"],
-            metrics=[f"{eval_dir}/metrics.json"],
+            # metrics.json: the whole evaluation (per-class APs, provenance), what the report
+            # reads; summary.json: its headline numbers, the DVC metric (a column per number).
+            outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json",
+                  f"{eval_dir}/metrics.json"],
+            metrics=[f"{eval_dir}/summary.json"],
             params=row_params, log=log, resources={"kind": "evaluate"}))
 
     from seesaw_lvis.report import build as report
