@@ -84,7 +84,6 @@ MAX_TAG_VAL_LENGTH = 8000
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
-
 PROBE_TIMEOUT_S = 2.0          # TCP connect to an HTTP tracking server
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",   # a failure spools; no minutes of retries
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
