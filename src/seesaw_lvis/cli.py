@@ -74,6 +74,18 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from seesaw_lvis import params as P
+    from seesaw_lvis.engine import pretrain
+    from seesaw_lvis.workflow.lineage import stage_lineage
+
+    params = P.load(args.params)
+    lineage = stage_lineage(params, f"pretrain_{args.family}")  # of what this run reads
+    out = pretrain.run(params, args.family, Path(args.out_dir), lineage, progress=not args.no_progress)
+    log.info("backbone weights of family %s: %s", args.family, out)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from seesaw_lvis import params as P
     from seesaw_lvis.engine.launch import relaunch_distributed_if_needed
@@ -88,9 +100,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if (row["kind"] == "finetune") != bool(args.init):
         raise ValueError(f"--row {args.row} (kind {row['kind']}): --init is required for finetune rows "
                          "and only for them")
+    seed = _seed_of(params, args.row, args.seed)
     relaunch_distributed_if_needed()
-    train(params, args.row, Path(args.out_dir), load_from=args.init, launcher=args.launcher)
+    train(params, args.row, Path(args.out_dir), load_from=args.init, launcher=args.launcher, seed=seed)
     return 0
+
+
+def _seed_of(params, row_id: str, seed: int | None) -> int:
+    """The replicate seed of a (row, seed) run: given, or the row's first one."""
+    from seesaw_lvis.params import row_seeds
+
+    seeds = row_seeds(params, row_id)
+    if seed is None:
+        return seeds[0]
+    if seed not in seeds:
+        log.warning("--seed %d is not among row %s's seeds at scale %s (%s): a run outside the tables",
+                    seed, row_id, params["scale"], seeds)
+    return seed
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -105,16 +131,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not (args.params and args.checkpoint and args.out_dir):
             raise ValueError("evaluate --row needs --params, --checkpoint and --out-dir")
         params = P.load(args.params)
+        if args.row not in params["rows"]:
+            raise ValueError(f"--row {args.row}: not a row of params/rows.yaml ({', '.join(params['rows'])})")
+        seed = _seed_of(params, args.row, args.seed)
         out_dir = Path(args.out_dir)
-        lineage = stage_lineage(params, f"evaluate_{args.row}")
-        files = predict(params, args.row, Path(args.checkpoint), out_dir)
+        lineage = stage_lineage(params, f"evaluate_{args.row}_s{seed}")
+        files = predict(params, args.row, Path(args.checkpoint), out_dir, seed=seed)
         gt = P.dataset_dir(params) / "annotations" / "lvis_v1_val.json"
         metrics = {}
         for iou_type, results in files.items():
-            metrics.update(lvis_eval.evaluate(gt, results, iou_types=(iou_type,)))
+            m, matches = lvis_eval.evaluate_with_matches(gt, results, iou_types=(iou_type,))
+            metrics.update(m)
+            matches[iou_type].save(out_dir / f"matches.{iou_type}.npz")  # the report's bootstrap
         # The checkpoint's hash: which weights these numbers belong to (provenance), and a
         # retrained row always changes its metrics file, so DVC re-runs what reads it.
-        metrics["meta"] = {"row": args.row, "checkpoint": args.checkpoint,
+        metrics["meta"] = {"row": args.row, "seed": seed, "checkpoint": args.checkpoint,
                            "checkpoint_sha256": file_digest(Path(args.checkpoint)), "gt": str(gt),
                            "scale": params["scale"], "dataset": params["dataset"]}
         if lineage is not None:  # the report reads this file: see seesaw_lvis.workflow.lineage
@@ -125,7 +156,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out = write_json(out_dir / "metrics.json", metrics)
         write_json(out_dir / "summary.json", lvis_eval.headline(metrics))  # `dvc metrics show`
         artifacts = [out, Path(args.checkpoint).parent / "config.py", *([Path(args.log)] if args.log else [])]
-        tracking.log_evaluation(params, args.row, metrics, [a for a in artifacts if a.is_file()])
+        tracking.log_evaluation(params, args.row, metrics, [a for a in artifacts if a.is_file()],
+                                work_dir=tracking.row_work_dir(params, args.row, seed), seed=seed)
     else:
         if not (args.gt and args.results and args.out):
             raise ValueError("evaluate needs either --row ... or --gt, --results and --out")
@@ -145,7 +177,8 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from seesaw_lvis.engine import tracking
 
     try:
-        n = tracking.sync_pending(args.work_dir, P.load(args.params), args.row)
+        params = P.load(args.params)
+        n = tracking.sync_pending(args.work_dir, params, args.row, _seed_of(params, args.row, args.seed))
     except tracking.TrackingUnavailableError as e:
         log.error("%s", e)
         return 1
@@ -212,11 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="writes class_freq.csv and class_freq.json here")
     p.add_argument("--figures", required=True, help="writes class_frequency.png/.svg here")
 
+    p = verb("pretrain", "the backbone weights of a family: ImageNet's fetched (full), or pretrained "
+             "on the generator's balanced set (mini, ci)", _cmd_pretrain)
+    p.add_argument("--params", required=True, help="params/pipeline.yaml")
+    p.add_argument("--family", required=True, choices=["resnet", "resnest"], help="backbone family")
+    p.add_argument("--out-dir", required=True, help="writes backbone.pth and metrics.json here")
+    p.add_argument("--no-progress", action="store_true", help="no download progress bar")
+
     p = verb("train", "train one table row (resumes from its work dir's last checkpoint)", _cmd_train)
     p.add_argument("--params", required=True, help="params/pipeline.yaml")
     p.add_argument("--row", required=True, help="row id of params/rows.yaml")
     p.add_argument("--out-dir", required=True, help="writes final.pth and config.py; checkpoints in work/")
-    p.add_argument("--init", help="finetune rows: the parent row's final.pth")
+    p.add_argument("--seed", type=int, help="replicate training seed (default: the row's first in params seeds:)")
+    p.add_argument("--init", help="finetune rows: the parent row's final.pth (of the same seed)")
     p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                    help="set by the torchrun re-launch on multi-GPU nodes (see engine/launch.py)")
 
@@ -224,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
              _cmd_evaluate)
     p.add_argument("--params", help="params/pipeline.yaml (with --row)")
     p.add_argument("--row", help="row id: predict on the val split with --checkpoint, then evaluate")
+    p.add_argument("--seed", type=int, help="with --row: the replicate seed (default: the row's first)")
     p.add_argument("--checkpoint", help="weights to evaluate the row's config with")
     p.add_argument("--out-dir", help="with --row: results.{bbox,segm}.json, metrics.json, summary.json")
     p.add_argument("--gt", help="LVIS ground-truth JSON (without --row)")
@@ -235,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
              _cmd_track)
     p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")
     p.add_argument("--row", required=True, help="row id")
-    p.add_argument("--work-dir", help="the row's work dir (default results/train/<row>/work)")
+    p.add_argument("--seed", type=int, help="the run's replicate seed (default: the row's first)")
+    p.add_argument("--work-dir", help="the run's work dir (default results/train/<row>/seed<s>/work)")
 
     p = verb("report", "Tables 1-2 (md, csv, tex) and the figures, from the evaluation files", _cmd_report)
     p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")

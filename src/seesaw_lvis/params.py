@@ -93,12 +93,52 @@ def load(path: str | os.PathLike) -> dict:
         if overlap:
             raise ParamsError(f"{extra_path}: key(s) {', '.join(overlap)} also set elsewhere in {path.parent}")
         params.update(extra)
-    return validate(params, source=f"{path} (+ {', '.join(COMPANION_FILES)})")
+    params = validate(params, source=f"{path} (+ {', '.join(COMPANION_FILES)})")
+    check_seeds(params, source=str(path))
+    return params
 
 
 def rows(params: Mapping[str, Any], table: int | None = None) -> dict[str, dict]:
     """The table rows in paper order, optionally of one table only."""
     return {k: v for k, v in params["rows"].items() if table is None or v["table"] == table}
+
+
+def row_seeds(params: Mapping[str, Any], row_id: str) -> list[int]:
+    """The replicate training seeds of ``row_id`` at the params' scale (``seeds:`` in
+    pipeline.yaml): the row's own list, else its table's, else the scale's default."""
+    spec = params["seeds"][params["scale"]]
+    table = f"table{params['rows'][row_id]['table']}"
+    return list((spec.get("rows") or {}).get(row_id) or spec.get(table) or spec["default"])
+
+
+def check_seeds(params: Mapping[str, Any], source: str = "params") -> None:
+    """Seeds name known rows, and a finetune/tta row runs only on seeds its parent has."""
+    for scale, spec in params["seeds"].items():
+        for row_id in spec.get("rows") or {}:
+            if row_id not in params["rows"]:
+                raise ParamsError(f"{source}: key 'seeds.{scale}.rows.{row_id}': not a row of rows.yaml")
+    for row_id, row in params["rows"].items():
+        if row["kind"] in ("finetune", "tta"):
+            parent = row["from"]
+            if parent not in params["rows"]:
+                raise ParamsError(f"{source}: row {row_id}: 'from: {parent}' is not a row of rows.yaml")
+            missing = sorted(set(row_seeds(params, row_id)) - set(row_seeds(params, parent)))
+            if missing:
+                raise ParamsError(
+                    f"{source}: key 'seeds.{params['scale']}': row {row_id} ({row['kind']}) lists seed(s) "
+                    f"{missing} that its parent row {parent} does not train ({row_seeds(params, parent)})")
+
+
+def run_dir(params: Mapping[str, Any], what: str, row_id: str, seed: int) -> Path:
+    """Where one (row, seed) run keeps its files: ``<results>/<what>/<row>/seed<seed>``
+    (``what``: ``train`` or ``eval``)."""
+    return Path(params["paths"]["results"]) / what / row_id / f"seed{seed}"
+
+
+def pretrain_path(params: Mapping[str, Any], family: str) -> Path:
+    """The backbone weights every row of ``family`` (``resnet`` | ``resnest``) starts from,
+    written by the stage ``pretrain_<family>``."""
+    return Path(params["paths"]["results"]) / "pretrain" / family / "backbone.pth"
 
 
 def dataset_dir(params: Mapping[str, Any]) -> Path:

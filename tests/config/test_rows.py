@@ -167,7 +167,7 @@ def test_mini_overlay_shrinks_default_widths_of_heads_and_necks(default_params, 
     overlay = default_params["scales"]["mini"]
     cfg = resolved(default_params, row_id, "mini")
     init_default_scope("mmdet")
-    model = MODELS.build(cfg.model)
+    model = MODELS.build(copy.deepcopy(cfg.model))  # building pops keys (dcn fallback_on_stride): not the cache's
     convs, fcs = {}, {}
     for name, m in model.named_modules():
         if name.startswith("backbone"):
@@ -272,3 +272,70 @@ def test_row_builds_trains_one_step_and_infers_at_ci_scale(ci_params, row_id):
     pred = out[0].pred_instances
     assert {"bboxes", "scores", "labels", "masks"} <= set(pred.keys())
     assert pred.bboxes.shape[0] <= 300
+
+
+# ----------------------------------------------------------------------------- pretrained weights
+
+
+def test_full_rows_start_from_the_weights_the_papers_configs_name(lvis_params):
+    """At full each row's backbone loads the local file of its family's pretrain stage, and that
+    stage fetches exactly the file the row's own config names (mmengine's hub tables: no URL of
+    ours stands in for the paper's)."""
+    import json
+    import os
+
+    import mmengine
+    from mmengine.config import Config
+
+    from seesaw_lvis.params import pretrain_path
+    from seesaw_lvis.workflow.stages import backbone_family, pretrain_weights
+
+    hub = {}
+    for name in ("torchvision_0.12.json", "openmmlab.json"):
+        prefix = "torchvision://" if name.startswith("torchvision") else "open-mmlab://"
+        with open(os.path.join(os.path.dirname(mmengine.__file__), "hub", name)) as f:
+            table = json.load(f)
+        hub.update({prefix + k: v for k, v in table.items()})
+    spec = lvis_params["pretrain"]["full"]
+    assert set(pretrain_weights(lvis_params)) == {"resnet", "resnest"}
+    for row_id, row in lvis_params["rows"].items():
+        family = backbone_family(row["config"])
+        cfg = resolved(lvis_params, row_id, "full")
+        assert cfg.model.backbone.init_cfg == dict(type="Pretrained",
+                                                   checkpoint=str(pretrain_path(lvis_params, family))), row_id
+        named = Config.fromfile(resolve.row_config_file(row)).model.backbone.init_cfg.checkpoint
+        assert named == spec[family]["config_name"], row_id
+        assert hub[named] == spec[family]["url"], row_id
+        assert spec[family]["url"].rsplit("-", 1)[1].startswith(spec[family]["checksum"].split(":")[1])
+    assert backbone_family("t2_09_resnest200_dcn.py") == "resnest" == backbone_family("t2_12_tta.py")
+    assert backbone_family("t2_08_fpg_neck.py") == "resnet"
+
+
+@pytest.mark.parametrize("scale", ["mini", "ci"])
+def test_small_scales_keep_the_papers_frozen_stem_and_share_one_backbone_per_family(default_params, scale):
+    """Pretrained at mini/ci: frozen_stages and norm_eval as the paper's rows have them; every row
+    of a family resolves to the backbone its pretrain stage trains (so the weights load)."""
+    from seesaw_lvis.workflow.stages import backbone_family, family_row
+
+    skip = ("init_cfg", "norm_cfg", "norm_eval")  # norm: SyncBN rows (same weights), paper's BN mode
+    for row_id, row in default_params["rows"].items():
+        cfg, full = resolved(default_params, row_id, scale), resolved(default_params, row_id, "full")
+        family = backbone_family(row["config"])
+        assert cfg.model.backbone.frozen_stages == full.model.backbone.frozen_stages, row_id
+        assert cfg.model.backbone.norm_eval == full.model.backbone.norm_eval, row_id
+        assert cfg.model.backbone.init_cfg.checkpoint.endswith(f"/pretrain/{family}/backbone.pth"), row_id
+        ref = resolved(default_params, family_row(default_params, family), scale).model.backbone
+        assert {k: v for k, v in cfg.model.backbone.items() if k not in skip} == \
+            {k: v for k, v in ref.items() if k not in skip}, row_id
+
+
+def test_eql_protects_the_same_tail_by_image_count_on_every_dataset(default_params, lvis_params):
+    """EQL's lambda bounds f = image_count / train images: on LVIS v1 the paper's 1.1e-3 (the
+    categories in < ~110 of 100,170 images); on the synthetic set the same image-count bound,
+    else a 500-image set protects no category and the row is plain sigmoid CE."""
+    full = resolved(lvis_params, "t1_eql", "full").model.roi_head.bbox_head.loss_cls
+    assert full.lambda_ == 1.1e-3
+    mini = resolved(default_params, "t1_eql", "mini").model.roi_head.bbox_head.loss_cls
+    n = default_params["synthetic"]["train_images"]
+    assert mini.lambda_ * n == pytest.approx(1.1e-3 * resolve.LVIS_V1_TRAIN_IMAGES)
+    assert mini.lambda_ * n == pytest.approx(110.2, abs=0.1)  # image count: LVIS's common/frequent bound

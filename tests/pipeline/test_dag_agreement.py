@@ -70,7 +70,8 @@ def test_snakemake_and_dvc_declare_the_same_stages(pipeline_copy):
     smk, dvc = snakemake_stages(pipeline_copy), dvc_stages(pipeline_copy)
     rows = __import__("yaml").safe_load((pipeline_copy / "params/rows.yaml").read_text())["rows"]
     assert set(smk) == set(dvc)
-    assert {"data", "stats"} | {f"evaluate_{r}" for r in rows} <= set(smk)
+    assert {"data", "stats", "pretrain_resnet", "pretrain_resnest"} | {f"evaluate_{r}_s0" for r in rows} <= set(smk)
+    assert {"train_t1_ce_s1", "evaluate_t1_ce_s2", "train_t2_seesaw_s2"} <= set(smk)  # mini's replicates
     for name in smk:
         assert smk[name]["cmd"] == dvc[name]["cmd"], name
         assert smk[name]["outs"] == dvc[name]["outs"], name
@@ -101,10 +102,10 @@ def test_snakemake_starts_the_longest_chain_first(pipeline_copy, default_params)
             if dep in producer:  # a stage outranks every stage that needs it
                 assert listed[producer[dep]].priority > s.priority, (producer[dep], s.name)
     tta = next(r for r, row in default_params["rows"].items() if row["kind"] == "tta")
-    chain = {f"evaluate_{tta}"}
+    chain = {f"evaluate_{tta}_s0"}
     parent = default_params["rows"][tta]["from"]
     while parent:
-        chain.add(f"train_{parent}")
+        chain.add(f"train_{parent}_s0")
         parent = default_params["rows"][parent]["from"]
     others = [s.priority for n, s in listed.items() if n not in chain and n.startswith(("train_", "evaluate_"))]
     assert min(listed[n].priority for n in chain) > max(others), chain

@@ -62,18 +62,55 @@ def rows_of(repo: Path) -> list[str]:
     return list(yaml.safe_load((repo / "params/rows.yaml").read_text())["rows"])
 
 
-def test_every_row_is_trained_and_evaluated(finished_pipeline):
+def runs_of(repo: Path) -> list[tuple[str, int]]:
+    """Every (row, replicate seed) of the copy's params."""
+    from seesaw_lvis.params import load, row_seeds
+
+    params = load(repo / "params/pipeline.yaml")
+    return [(row, seed) for row in params["rows"] for seed in row_seeds(params, row)]
+
+
+SEESAW_JOBS = {"train_t1_seesaw_s0", "evaluate_t1_seesaw_s0", "train_t1_seesaw_s1", "evaluate_t1_seesaw_s1",
+               "report"}
+
+
+def test_every_row_is_trained_and_evaluated_at_each_seed(finished_pipeline):
     repo, _ = finished_pipeline
-    for row in rows_of(repo):
-        metrics = json.loads((repo / f"results/eval/{row}/metrics.json").read_text())
+    runs = runs_of(repo)
+    assert {s for r, s in runs if r.startswith("t1_")} == {0, 1}  # two replicate seeds at ci
+    for row, seed in runs:
+        metrics = json.loads((repo / f"results/eval/{row}/seed{seed}/metrics.json").read_text())
         for iou in ("bbox", "segm"):
             assert 0.0 <= metrics[iou]["AP"] <= 1.0, (row, iou)
             assert "per_class" in metrics[iou]
+            assert (repo / f"results/eval/{row}/seed{seed}/matches.{iou}.npz").is_file()
         assert metrics["meta"]["scale"] == "ci" and metrics["meta"]["row"] == row
+        assert metrics["meta"]["seed"] == seed
     # A TTA row evaluates its parent's weights and trains nothing.
     assert not (repo / "results/train/t2_tta").exists()
-    curves = json.loads((repo / "results/train/t1_ce/curves.json").read_text())
+    curves = json.loads((repo / "results/train/t1_ce/seed1/curves.json").read_text())
     assert curves and all("loss" in c and "lr" in c for c in curves)
+    # every row starts from its family's pretrain stage
+    for family in ("resnet", "resnest"):
+        assert (repo / f"results/pretrain/{family}/backbone.pth").is_file()
+        assert "held_out_accuracy" in json.loads((repo / f"results/pretrain/{family}/metrics.json").read_text())
+
+
+def test_report_carries_seeds_and_paired_intervals(finished_pipeline):
+    repo, _ = finished_pipeline
+    doc = json.loads((repo / "reports/tables/effects.json").read_text())
+    for row in ("t1_eql", "t1_seesaw"):
+        entry = doc["rows"][row]
+        assert entry["seeds"] == [0, 1] and entry["reference"] == "t1_ce"
+        for m in ("bbox_AP", "mask_AP", "APr", "APc", "APf"):
+            assert entry["metrics"][m]["n_seeds"] == 2
+            d = entry["difference"][m]
+            assert d["n_seeds"] == 2 and d["seeds"] == [0, 1]
+            if d["mean"] is not None and d["ci_low"] is not None:
+                assert d["ci_low"] <= d["mean"] + 1e-9 and d["mean"] <= d["ci_high"] + 1e-9, (row, m, d)
+    assert doc["rows"]["t2_syncbn"]["reference"] == "t2_mask_rcnn"
+    md = (repo / "reports/tables/table1.md").read_text()
+    assert "± " in md and "bootstrap CI" in md
 
 
 def test_dvc_sees_snakemakes_work_and_repro_runs_nothing(finished_pipeline):
@@ -93,11 +130,13 @@ def test_every_stage_records_its_lineage(finished_pipeline):
     assert json.loads((repo / "data/synthetic/lineage.json").read_text())["stage"] == "data"
     assert json.loads((repo / "results/stats/class_freq.json").read_text())["lineage"]["stage"] == "stats"
     compat.install()
-    final = torch.load(repo / "results/train/t1_seesaw/final.pth", map_location="cpu", weights_only=True)
-    assert final["meta"]["lineage"]["stage"] == "train_t1_seesaw"
-    for row in rows_of(repo):
-        metrics = json.loads((repo / f"results/eval/{row}/metrics.json").read_text())
-        assert metrics["meta"]["lineage"]["stage"] == f"evaluate_{row}", row
+    final = torch.load(repo / "results/train/t1_seesaw/seed1/final.pth", map_location="cpu", weights_only=True)
+    assert final["meta"]["lineage"]["stage"] == "train_t1_seesaw_s1"
+    for row, seed in runs_of(repo):
+        metrics = json.loads((repo / f"results/eval/{row}/seed{seed}/metrics.json").read_text())
+        assert metrics["meta"]["lineage"]["stage"] == f"evaluate_{row}_s{seed}", row
+    pre = torch.load(repo / "results/pretrain/resnet/backbone.pth", map_location="cpu", weights_only=True)
+    assert pre["meta"]["lineage"]["stage"] == "pretrain_resnet"
 
 
 def test_concurrent_commits_never_corrupt_dvc_lock(finished_pipeline):
@@ -129,20 +168,24 @@ def test_mlflow_has_one_run_per_row_with_curves_and_metrics(finished_pipeline):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("seesaw_lvis")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    by_row = {r.data.tags["row"]: r for r in runs}
-    assert set(by_row) == set(rows_of(repo)) and len(runs) == len(by_row)
-    for row, r in by_row.items():
-        assert {"table", "scale", "dataset", "config_hash", "git_commit"} <= set(r.data.tags), row
+    pretrain = {r.data.tags["row"]: r for r in runs if r.data.tags.get("kind") == "pretrain"}
+    assert set(pretrain) == {"pretrain_resnet", "pretrain_resnest"}
+    assert all("pretrain_acc_shape" in r.data.metrics for r in pretrain.values())
+    rows = [r for r in runs if r.data.tags.get("kind") != "pretrain"]
+    by_run = {(r.data.tags["row"], int(r.data.tags["seed"])): r for r in rows}
+    assert set(by_run) == set(runs_of(repo)) and len(rows) == len(by_run)  # one run per (row, seed)
+    for key, r in by_run.items():
+        assert {"table", "seed", "scale", "dataset", "config_hash", "git_commit"} <= set(r.data.tags), key
         assert r.data.tags["scale"] == "ci"
-        assert {"segm_AP", "bbox_AP", "segm_APr"} <= set(r.data.metrics), row
-    history = client.get_metric_history(by_row["t1_ce"].info.run_id, "loss")
-    assert len(history) == 2  # both ci iterations of t1_ce
+        assert {"segm_AP", "bbox_AP", "segm_APr"} <= set(r.data.metrics), key
+    history = client.get_metric_history(by_run["t1_ce", 1].info.run_id, "loss")
+    assert len(history) == 2  # both ci iterations of t1_ce, seed 1
 
 
 def test_dvc_plots_show_renders_every_rows_training_curves(finished_pipeline, tmp_path):
     repo, _ = finished_pipeline
     rows = yaml.safe_load((repo / "params/rows.yaml").read_text())["rows"]
-    trained = [r for r, row in rows.items() if row["kind"] != "tta"]
+    trained = [f"{r}/seed{s}" for r, s in runs_of(repo) if rows[r]["kind"] != "tta"]
     shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)
     plots = shown.get("data", shown)  # {plot id: [{"type": "vega", "content": ...}]}
     for row in trained:
@@ -160,9 +203,9 @@ def test_dvc_metrics_show_lists_every_row(finished_pipeline):
     repo, _ = finished_pipeline
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
-    for row in rows_of(repo):
-        path = f"results/eval/{row}/summary.json"
-        on_disk = json.loads((repo / f"results/eval/{row}/metrics.json").read_text())
+    for row, seed in runs_of(repo):
+        path = f"results/eval/{row}/seed{seed}/summary.json"
+        on_disk = json.loads((repo / f"results/eval/{row}/seed{seed}/metrics.json").read_text())
         for iou in ("bbox", "segm"):
             for key in ("AP", "APr", "APc", "APf"):
                 if on_disk[iou][key] is not None:  # None where a group has no category
@@ -187,11 +230,12 @@ def test_one_rows_config_change_reruns_only_it_and_its_descendants(finished_pipe
     original = cfg.read_text()
     try:
         cfg.write_text(original + "\n# a user's edit\n")
-        assert planned_jobs(repo) == {"train_t1_seesaw", "evaluate_t1_seesaw", "report"}
+        assert planned_jobs(repo) == SEESAW_JOBS  # both seeds of the row, nothing else
         changed = dvc(repo, "status").stdout
-        assert "train_t1_seesaw" in changed and "evaluate_t1_seesaw" in changed
-        others = [r for r in rows_of(repo) if r != "t1_seesaw"]
-        assert not any(f"train_{r}:" in changed or f"evaluate_{r}:" in changed for r in others), changed
+        assert all(f"{j}:" in changed for j in SEESAW_JOBS - {"report"}), changed
+        others = [(r, s) for r, s in runs_of(repo) if r != "t1_seesaw"]
+        assert not any(f"train_{r}_s{s}:" in changed or f"evaluate_{r}_s{s}:" in changed for r, s in others), \
+            changed
     finally:
         cfg.write_text(original)
         os.utime(cfg, (0, 0))  # back to before the outputs: Snakemake sees nothing newer
@@ -207,16 +251,16 @@ def test_comment_only_edit_reruns_the_same_stages_under_both_tools(finished_pipe
 
     repo, _ = finished_pipeline
     cfg = repo / "src/seesaw_lvis/configs/t1_03_seesaw.py"
-    final = repo / "results/train/t1_seesaw/final.pth"
+    final = repo / "results/train/t1_seesaw/seed0/final.pth"
     compat.install()
     before = torch.load(final, map_location="cpu", weights_only=True)
     cfg.write_text(cfg.read_text() + "\n# a comment-only edit: the resolved config stays the same\n")
     planned = planned_jobs(repo)
-    assert planned == {"train_t1_seesaw", "evaluate_t1_seesaw", "report"}
+    assert planned == SEESAW_JOBS
     out = dvc(repo, "repro").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == planned, out
-    assert "resuming from" in (repo / "logs/train/t1_seesaw.log").read_text()
+    assert "resuming from" in (repo / "logs/train/t1_seesaw_s0.log").read_text()
     after = torch.load(final, map_location="cpu", weights_only=True)
     assert after["meta"]["lineage"] != before["meta"]["lineage"]
     assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
@@ -233,9 +277,9 @@ def test_after_dvc_repro_snakemake_has_nothing_to_do(finished_pipeline):
     cfg.write_text(text.replace("q=2.0", "q=1.0"))  # a real change: the row retrains from scratch
     out = dvc(repo, "repro").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"train_t1_seesaw", "evaluate_t1_seesaw", "report"}, out
+    assert ran == SEESAW_JOBS, out
     assert planned_jobs(repo) == set()
     assert "up to date" in dvc(repo, "status").stdout
     table = (repo / "reports/tables/table1.csv").read_text()
     assert "Seesaw" in table
-    assert list((repo / "results/train").glob("t1_seesaw/work.stale-*")), "old checkpoints kept aside"
+    assert list((repo / "results/train").glob("t1_seesaw/seed1/work.stale-*")), "old checkpoints kept aside"

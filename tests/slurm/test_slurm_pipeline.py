@@ -89,10 +89,12 @@ def job_stats(log: str) -> dict[str, int]:
 
 @pytest.mark.timeout(PIPELINE_TIMEOUT + 1200)  # + a fresh machine's apt-get install
 def test_pipeline_runs_through_slurm(slurm_cluster, pipeline_copy):
-    # One row end to end keeps the test to ~5 jobs (the executor polls every 40 s): data, stats,
-    # train and evaluate of Table 1's first row, and the report; the local end-to-end test
-    # (tests/pipeline/test_pipeline_ci.py) runs every row.
-    set_params(pipeline_copy, scale="ci")
+    # One row at one seed end to end keeps the test to ~6 jobs (the executor polls every 40 s):
+    # data, stats, the ResNet pretraining, train and evaluate of Table 1's first row, and the
+    # report; the local end-to-end test (tests/pipeline/test_pipeline_ci.py) runs every row at
+    # both of its seeds.
+    seeds = yaml.safe_load((pipeline_copy / "params/pipeline.yaml").read_text())["seeds"]
+    set_params(pipeline_copy, scale="ci", seeds={**seeds, "ci": {"default": [0]}})
     rows_file = pipeline_copy / "params/rows.yaml"
     rows = yaml.safe_load(rows_file.read_text())["rows"]
     rows_file.write_text(yaml.safe_dump({"rows": {"t1_ce": rows["t1_ce"]}}, sort_keys=False))
@@ -109,8 +111,9 @@ def test_pipeline_runs_through_slurm(slurm_cluster, pipeline_copy):
 
     # The outputs of `all`: there, and up to date.
     for name in ("data/synthetic/annotations/lvis_v1_train.json", "results/stats/class_freq.json",
-                 "reports/figures/class_frequency.png", "results/train/t1_ce/final.pth",
-                 "results/eval/t1_ce/metrics.json", "reports/tables/table1.md"):
+                 "reports/figures/class_frequency.png", "results/pretrain/resnet/backbone.pth",
+                 "results/train/t1_ce/seed0/final.pth", "results/eval/t1_ce/seed0/metrics.json",
+                 "reports/tables/table1.md"):
         assert (pipeline_copy / name).stat().st_size > 0, name
     again = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all"], cwd=pipeline_copy,
                            env=job_env(), capture_output=True, text=True, timeout=300)
@@ -120,7 +123,8 @@ def test_pipeline_runs_through_slurm(slurm_cluster, pipeline_copy):
     planned = job_stats(log)
     local = set(re.findall(r"^localrule (\S+):", log, re.M))
     remote = {rule: n for rule, n in planned.items() if rule not in local}
-    assert {"data", "stats", "train_t1_ce", "evaluate_t1_ce", "report"} <= remote.keys(), planned
+    assert {"data", "stats", "pretrain_resnet", "train_t1_ce_s0", "evaluate_t1_ce_s0", "report"} <= remote.keys(), \
+        planned
     submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: .*?/slurm_logs/rule_([^/]+)/",
                                 log))
     assert Counter(submitted.values()) == Counter(remote), (submitted, planned, local)

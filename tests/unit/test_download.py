@@ -127,7 +127,9 @@ def test_parse_checksum():
     assert parse_checksum("SHA256:" + "AB" * 32) == ("sha256", "ab" * 32)
     assert parse_checksum("sha1:" + "0" * 40) == ("sha1", "0" * 40)
     assert parse_checksum("md5:" + "f" * 32) == ("md5", "f" * 32)
-    for bad in ("sha256", "crc32:1234", "md5:xyz", "sha1:" + "0" * 39, ""):
+    # a published prefix (torch.hub's file names: resnet50-0676ba61.pth) of at least 8 digits
+    assert parse_checksum("sha256:0676BA61") == ("sha256", "0676ba61")
+    for bad in ("sha256", "crc32:1234", "md5:xyz", "sha1:" + "0" * 41, "sha256:0676ba6", ""):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             parse_checksum(bad)
 
@@ -226,6 +228,18 @@ def test_wrong_checksum_leaves_nothing(server, tmp_path, payload):
     assert wrong in msg and hashlib.sha256(payload).hexdigest() in msg
     assert isinstance(err.value, ValueError)
     assert _leftovers(tmp_path) == []
+
+
+def test_published_prefix_verifies_and_a_wrong_one_fails(server, tmp_path, payload):
+    """Weight files publish the first 8 sha256 digits in their names (torch.hub convention)."""
+    url = _serve(server, "/weights-abc.pth", payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "ok" / "weights.pth"
+    assert download(url, dest, "sha256:" + digest[:8], progress=False).read_bytes() == payload
+    wrong = format((int(digest[:8], 16) + 1) % 16 ** 8, "08x")
+    with pytest.raises(ChecksumError, match=wrong):
+        download(url, tmp_path / "bad" / "weights.pth", "sha256:" + wrong, progress=False)
+    assert _leftovers(tmp_path / "bad") == []
 
 
 def test_corrupt_existing_dest_is_replaced(server, tmp_path, payload):

@@ -75,38 +75,38 @@ def lineages(params, *names: str) -> dict[str, dict]:
 def test_unchanged_inputs_give_the_same_digest(checkout):
     from seesaw_lvis.workflow.lineage import stage_lineage
 
-    names = ("data", "stats", "train_t1_seesaw", "evaluate_t1_seesaw", "evaluate_t2_tta", "report")
+    names = ("data", "stats", "train_t1_seesaw_s0", "evaluate_t1_seesaw_s0", "evaluate_t2_tta_s0", "report")
     first, again = lineages(checkout, *names), lineages(copy.deepcopy(checkout), *names)
     assert first == again
     for name, lineage in first.items():
         assert set(lineage) == {"stage", "inputs_sha256", "params_sha256"} and lineage["stage"] == name
         json.dumps(lineage)  # goes into JSON outputs as is
-    assert stage_lineage(checkout, "train_t2_tta") is None  # a TTA row trains nothing: no such stage
+    assert stage_lineage(checkout, "train_t2_tta_s0") is None  # a TTA row trains nothing: no such stage
 
 
 def test_a_comment_only_edit_of_a_config_changes_its_stages_inputs_digest(checkout):
-    names = ("stats", "train_t1_ce", "train_t1_seesaw", "evaluate_t1_seesaw")
+    names = ("stats", "train_t1_ce_s0", "train_t1_seesaw_s0", "evaluate_t1_seesaw_s0")
     before = lineages(checkout, *names)
     append_comment(Path("src/seesaw_lvis/configs/t1_03_seesaw.py"))
     after = lineages(checkout, *names)
-    for name in ("train_t1_seesaw", "evaluate_t1_seesaw"):
+    for name in ("train_t1_seesaw_s0", "evaluate_t1_seesaw_s0"):
         assert after[name]["inputs_sha256"] != before[name]["inputs_sha256"], name
         assert after[name]["params_sha256"] == before[name]["params_sha256"], name
-    assert after["stats"] == before["stats"] and after["train_t1_ce"] == before["train_t1_ce"]
+    assert after["stats"] == before["stats"] and after["train_t1_ce_s0"] == before["train_t1_ce_s0"]
 
 
 def test_a_comment_only_edit_of_code_changes_the_stages_running_it(checkout):
-    before = lineages(checkout, "data", "stats", "train_t1_ce")
+    before = lineages(checkout, "data", "stats", "train_t1_ce_s0")
     append_comment(Path("src/seesaw_lvis/data/stats.py"))
-    after = lineages(checkout, "data", "stats", "train_t1_ce")
+    after = lineages(checkout, "data", "stats", "train_t1_ce_s0")
     assert after["stats"]["inputs_sha256"] != before["stats"]["inputs_sha256"]
-    assert after["data"] == before["data"] and after["train_t1_ce"] == before["train_t1_ce"]
+    assert after["data"] == before["data"] and after["train_t1_ce_s0"] == before["train_t1_ce_s0"]
     append_comment(Path("src/seesaw_lvis/workflow/lineage.py"))  # the lineage code is a dep too
     assert lineages(checkout, "data")["data"]["inputs_sha256"] != before["data"]["inputs_sha256"]
 
 
 def test_a_param_value_change_changes_the_params_digest(checkout):
-    names = ("data", "stats", "train_t1_ce", "train_t1_seesaw", "evaluate_t1_seesaw")
+    names = ("data", "stats", "train_t1_ce_s0", "train_t1_seesaw_s0", "evaluate_t1_seesaw_s0")
     before = lineages(checkout, *names)
     changed = copy.deepcopy(checkout)
     changed["stats"]["rfs_threshold"] = 0.002
@@ -118,9 +118,9 @@ def test_a_param_value_change_changes_the_params_digest(checkout):
     changed = copy.deepcopy(checkout)
     changed["rows"]["t1_seesaw"]["title"] = "Random + Seesaw (renamed)"
     after = lineages(changed, *names)
-    for name in ("train_t1_seesaw", "evaluate_t1_seesaw"):
+    for name in ("train_t1_seesaw_s0", "evaluate_t1_seesaw_s0"):
         assert after[name]["params_sha256"] != before[name]["params_sha256"], name
-    assert after["train_t1_ce"] == before["train_t1_ce"]
+    assert after["train_t1_ce_s0"] == before["train_t1_ce_s0"]
 
 
 def test_a_directory_dep_is_digested_by_its_lineage_json_never_its_content(tmp_path):
@@ -150,7 +150,7 @@ def test_no_lineage_outside_the_pipeline(checkout, tmp_path, monkeypatch):
 
     assert stage_lineage(checkout, "evaluate_no_such_row") is None
     monkeypatch.chdir(tmp_path)  # not a checkout: no stage list
-    assert stage_lineage(checkout, "train_t1_ce") is None
+    assert stage_lineage(checkout, "train_t1_ce_s0") is None
 
 
 def test_data_and_stats_verbs_record_their_lineage(checkout, tmp_path):
@@ -195,10 +195,13 @@ def test_final_pth_carries_the_train_stages_lineage(checkout):
     from seesaw_lvis.workflow.lineage import stage_lineage
 
     compat.install()
-    out = Path("results/train/t1_ce")
+    out = Path("results/train/t1_ce/seed0")
     cmd = [sys.executable, "-m", "seesaw_lvis", "train", "--params", "params/pipeline.yaml", "--row", "t1_ce",
            "--out-dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "seesaw_lvis", "pretrain", "--params", "params/pipeline.yaml",
+                    "--family", "resnet", "--out-dir", "results/pretrain/resnet"],
+                   check=True, capture_output=True, env=env, timeout=600)  # the weights t1_ce starts from
 
     def train() -> Path:
         subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
@@ -206,7 +209,7 @@ def test_final_pth_carries_the_train_stages_lineage(checkout):
 
     final = train()
     ckpt = torch.load(final, map_location="cpu", weights_only=True)
-    assert ckpt["meta"]["lineage"] == stage_lineage(checkout, "train_t1_ce")
+    assert ckpt["meta"]["lineage"] == stage_lineage(checkout, "train_t1_ce_s0")
     latest = torch.load((out / "work/last_checkpoint").read_text().strip(), map_location="cpu", weights_only=True)
     assert "lineage" not in latest["meta"]  # the work dir's checkpoints stay mmengine's own
     assert set(ckpt["meta"]) - {"lineage"} == set(latest["meta"])
@@ -219,5 +222,5 @@ def test_final_pth_carries_the_train_stages_lineage(checkout):
     append_comment(Path("src/seesaw_lvis/configs/t1_01_mask_rcnn_r50_fpn_1x_ce.py"))
     again = torch.load(train(), map_location="cpu", weights_only=True)  # same resolved config: resumes
     assert final.read_bytes() != first
-    assert again["meta"]["lineage"] == stage_lineage(checkout, "train_t1_ce") != ckpt["meta"]["lineage"]
+    assert again["meta"]["lineage"] == stage_lineage(checkout, "train_t1_ce_s0") != ckpt["meta"]["lineage"]
     assert all(torch.equal(again["state_dict"][k], ckpt["state_dict"][k]) for k in ckpt["state_dict"])

@@ -46,7 +46,7 @@ def write_stats(params: dict) -> Path:
     return path
 
 
-def metrics_doc(params: dict, row: str, base: float, **meta) -> dict:
+def metrics_doc(params: dict, row: str, base: float, seed: int = 0, **meta) -> dict:
     """A metrics.json document; every number derived from ``base`` (a fraction)."""
     def block(offset: float) -> dict:
         b = {k: round(base + offset + 0.01 * i, 4) for i, k in enumerate(
@@ -54,14 +54,14 @@ def metrics_doc(params: dict, row: str, base: float, **meta) -> dict:
         b["per_class"] = {str(k + 1): (None if k == 5 else round(min(1.0, base + 0.03 * (11 - k) * (k % 3)), 4))
                           for k in range(len(IMAGE_COUNTS))}
         return b
-    m = {"row": row, "checkpoint": "x.pth", "gt": "val.json", "scale": params["scale"],
+    m = {"row": row, "seed": seed, "checkpoint": "x.pth", "gt": "val.json", "scale": params["scale"],
          "dataset": params["dataset"]}
     m.update(meta)
     return {"bbox": block(0.012), "segm": block(0.0), "meta": m}
 
 
-def write_metrics(params: dict, row: str, doc: dict) -> Path:
-    path = tables.metrics_path(params, row)
+def write_metrics(params: dict, row: str, doc: dict, seed: int = 0) -> Path:
+    path = tables.metrics_path(params, row, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc))
     return path
@@ -155,8 +155,8 @@ def test_missing_row_shows_not_run_never_zero(params):
     md = (Path(params["paths"]["reports"]) / "tables" / "table1.md").read_text()
     eql = next(line for line in md.splitlines() if line.startswith("| Random + EQL"))
     cells = [c.strip() for c in eql.strip("|").split("|")]
-    assert cells[3::3] == ["not run"] * 5            # every "ours" cell
-    assert "0.0" not in "".join(cells[3::3] + cells[4::3])
+    assert cells[4::3] == ["not run"] * 5            # every "ours" cell
+    assert "0.0" not in "".join(cells[4::3] + cells[5::3])
     assert "Not run (no metrics.json): t1_eql, t1_seesaw" in md
     tex = (Path(params["paths"]["reports"]) / "tables" / "table1.tex").read_text()
     assert "\\textit{not run}" in tex and "Random + EQL" in tex
@@ -196,7 +196,7 @@ def test_delta_and_gains(params):
     assert (rec["bbox_AP_ours"], rec["bbox_AP_delta"], rec["bbox_AP_ours_gain"], rec["bbox_AP_paper_gain"]) == \
         ("12.3", "-7.9", "2.3", "0.1")
     md = (Path(params["paths"]["reports"]) / "tables" / "table1.md").read_text()
-    assert "| Random + Seesaw | 1x | 24.3 (+7.4) | 25.5 (+9.4) | +1.2 |" in md
+    assert "| Random + Seesaw | 1x | 1 | 24.3 (+7.4) | 25.5 | +9.4 |" in md
 
 
 def test_tables_rebuild_when_a_file_changes(params):
@@ -211,9 +211,9 @@ def test_tables_rebuild_when_a_file_changes(params):
     tables.write(params, out)
     assert (out / "tables" / "table2.csv").read_text() != before
     assert read_csv(out / "tables" / "table2.csv")["t2_tsd"]["mask_AP_ours"] == "43.2"
-    assert "| + TSD | 2x | 25.5 (+1.9) | 21.2 | -4.3 | 23.5 (+1.6) | 43.2 |" in \
+    assert "| + TSD | 2x | 1 | 25.5 (+1.9) | 21.2 | – | 23.5 (+1.6) | 43.2 | – |" in \
         (out / "tables" / "table2.md").read_text()
-    tables.metrics_path(params, "t2_tsd").unlink()
+    tables.metrics_path(params, "t2_tsd", 0).unlink()
     tables.write(params, out)
     assert read_csv(out / "tables" / "table2.csv")["t2_tsd"]["status"] == "not run"
 
@@ -232,7 +232,7 @@ def test_metrics_of_another_scale_are_stale_not_mixed(params):
     rec = read_csv(out / "table1.csv")["t1_eql"]
     assert rec["status"] == "stale" and rec["bbox_AP_ours"] == "" and rec["scale"] == "ci"
     md = (out / "table1.md").read_text()
-    assert "Stale: t1_eql: metrics.json is for scale=ci (params: mini); not shown." in md
+    assert "t1_eql: seed 0: metrics.json is for scale=ci (params: mini); not shown." in md
     assert "dataset 'synthetic', scale 'mini'" in md
 
 
@@ -241,7 +241,7 @@ def test_caption_and_latex_are_well_formed(params):
     tables.write(params, Path(params["paths"]["reports"]))
     tex = (Path(params["paths"]["reports"]) / "tables" / "table2.tex").read_text()
     body = tex[tex.index("\\midrule"):tex.index("\\bottomrule")]
-    assert all(line.count("&") == 16 for line in body.splitlines()[1:])   # 2 + 3 x 5 columns
+    assert all(line.count("&") == 17 for line in body.splitlines()[1:])   # 3 + 3 x 5 columns
     assert "\\begin{tabular}" in tex and "\\end{table}" in tex and "_" not in body
     assert "t2\\_carafe" in tex                                           # escaped in the caption
 
@@ -317,7 +317,7 @@ def test_run_reads_only_declared_inputs(params, full_run):
     out = os.path.abspath(params["paths"]["reports"])
     undeclared = {p for p in reads if p not in declared and not p.startswith(out)}
     assert undeclared == set()
-    assert any(p.endswith("t2_seesaw/final.pth") for p in reads)   # the mitigation plot's counts
+    assert any(p.endswith("t2_seesaw/seed0/final.pth") for p in reads)   # the mitigation plot's counts
     assert not any("not_a_row" in p or p.endswith(".csv") for p in reads)
 
 
@@ -339,12 +339,19 @@ def test_inputs_outputs_and_captions_are_named_from_params(params, repo_root):
     res, rep = params["paths"]["results"], params["paths"]["reports"]
     inputs = build.report_inputs(params)
     assert f"{res}/stats/class_freq.json" in inputs
-    assert all(f"{res}/eval/{r}/metrics.json" in inputs for r in params["rows"])
-    assert f"{res}/train/t2_tta/final.pth" not in inputs          # a TTA row is not trained
-    assert f"{res}/train/t2_seesaw/config.py" in inputs and f"{res}/train/t1_seesaw/config.py" in inputs
+    from seesaw_lvis.params import row_seeds
+
+    for r in params["rows"]:
+        for s in row_seeds(params, r):  # every replicate's metrics and its bootstrap matches
+            assert all(f"{res}/eval/{r}/seed{s}/{f}" in inputs
+                       for f in ("metrics.json", "matches.bbox.npz", "matches.segm.npz")), (r, s)
+    assert row_seeds(params, "t1_ce") == [0, 1, 2] and row_seeds(params, "t2_carafe") == [0]
+    assert not any("/train/t2_tta/" in i for i in inputs)          # a TTA row is not trained
+    assert f"{res}/train/t2_seesaw/seed0/config.py" in inputs and f"{res}/train/t1_seesaw/seed0/config.py" in inputs
     assert len(inputs) == len(set(inputs))
     outputs = build.report_outputs(params)
-    assert len(outputs) == 6 + 10 and all(o.startswith(rep + "/") for o in outputs)
+    assert len(outputs) == 6 + 1 + 10 and all(o.startswith(rep + "/") for o in outputs)
+    assert f"{rep}/tables/effects.json" in outputs
     for out, flags in build.report_captions(params).items():
         assert out in outputs
         assert (repo_root / flags["caption"]).is_file(), flags["caption"]
@@ -404,3 +411,75 @@ def test_engine_merges_resumed_runs_into_curves(tmp_path):
     curves = training_curves(tmp_path)
     assert [c["iter"] for c in curves] == [1, 2, 3, 4]
     assert [c["loss"] for c in curves] == [5.0, 4.0, 2.5, 2.0]  # the newer run wins
+
+
+# --------------------------------------------------------------------------------------------
+# replicates: real evaluations, bootstrap intervals in the tables and effects.json
+# --------------------------------------------------------------------------------------------
+def _evaluate_run(params: dict, row: str, seed: int, gt: dict, dets: list) -> None:
+    """What the evaluate stage writes for one (row, seed): metrics.json and the matches."""
+    from seesaw_lvis.evaluation.lvis_eval import evaluate_with_matches
+
+    metrics, matches = evaluate_with_matches(gt, dets)
+    metrics["meta"] = {"row": row, "seed": seed, "scale": params["scale"], "dataset": params["dataset"]}
+    write_metrics(params, row, metrics, seed)
+    for iou, path in tables.match_paths(params, row, seed).items():
+        matches[iou].save(path)
+
+
+def _with_perfect(gt: dict, dets: list, cats: set[int]) -> list:
+    """``dets`` plus an exact copy (box and mask) of every GT of ``cats`` at score 1: those
+    categories' AP can only go up (a true positive ranked first for every object)."""
+    from seesaw_lvis.evaluation.lvis_eval import _to_rle
+
+    size = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    extra = []
+    for a in gt["annotations"]:
+        if a["category_id"] in cats:
+            rle = _to_rle(a["segmentation"], *size[a["image_id"]])
+            rle = {"size": list(rle["size"]), "counts": rle["counts"].decode() if isinstance(rle["counts"], bytes)
+                   else rle["counts"]}
+            extra.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
+                          "score": 1.0, "segmentation": rle})
+    return [*dets, *extra]
+
+
+def test_replicated_rows_get_mean_std_and_paired_intervals(params):
+    """Table 1 at 3 seeds on real evaluations: CE and EQL identical (zero-width interval at 0),
+    Seesaw's rare categories better ranked (its APr gain's interval above 0)."""
+    from seesaw_lvis.bench.eval import make_detections, make_gt
+    from seesaw_lvis.params import row_seeds
+
+    params["report"] = {**params["report"], "bootstrap_samples": 200}
+    gt = make_gt(40, seed=5, num_cats=24)
+    rare = {c["id"] for c in gt["categories"] if c["frequency"] == "r"}
+    assert row_seeds(params, "t1_ce") == [0, 1, 2]
+    for seed in (0, 1, 2):
+        dets = make_detections(gt, 40, seed=seed)
+        _evaluate_run(params, "t1_ce", seed, gt, dets)
+        _evaluate_run(params, "t1_eql", seed, gt, dets)
+        _evaluate_run(params, "t1_seesaw", seed, gt, _with_perfect(gt, dets, rare))
+    written, built = tables.write(params, Path(params["paths"]["reports"]), (1,))
+    t1 = {r.row: r for r in built[1]}
+    assert all(r.n_seeds == 3 and r.status == "ok" for r in t1.values())
+    assert t1["t1_eql"].ours_gain["APr"] == 0.0 and t1["t1_eql"].gain_ci["APr"] == (0.0, 0.0)
+    assert t1["t1_eql"].gain_seeds == 3
+    doc = json.loads(tables.effects_path(Path(params["paths"]["reports"])).read_text())
+    ce, seesaw = doc["rows"]["t1_ce"], doc["rows"]["t1_seesaw"]
+    assert ce["reference"] is None and seesaw["reference"] == "t1_ce" and ce["seeds"] == [0, 1, 2]
+    for m in ("bbox_AP", "mask_AP", "APr", "APc", "APf"):
+        s = ce["metrics"][m]
+        assert s["n_seeds"] == 3 and s["std"] is not None and 0 <= s["mean"] <= 100
+        assert s["val_se"] > 0  # a run's metric varies over the val resamples
+        d = seesaw["difference"][m]
+        assert d["ci_low"] <= d["mean"] <= d["ci_high"] and d["n_seeds"] == 3, (m, d)
+    # a perfect detection of every rare object lifts APr; the frequent categories are untouched
+    d = seesaw["difference"]["APr"]
+    assert d["ci_low"] > 0, d
+    assert seesaw["difference"]["APf"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n_seeds": 3,
+                                           "seeds": [0, 1, 2]}
+    md = (Path(params["paths"]["reports"]) / "tables" / "table1.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| Random + Seesaw"))
+    lo, hi = t1["t1_seesaw"].gain_ci["APr"]
+    assert f"{t1['t1_seesaw'].ours_gain['APr']:+.1f} [{lo:+.1f}, {hi:+.1f}]" in line
+    assert f"{t1['t1_ce'].ours['APr']:.1f} ± {t1['t1_ce'].ours_std['APr']:.1f}" in md

@@ -322,8 +322,8 @@ def test_run_identity_reuses_and_splits_runs(store, tmp_path, default_params):
     backend.close()
     assert [r.info.run_id for r in _runs(store)] == [run.info.run_id]
 
-    # another config (seed) -> another hash -> another run of the same row
-    changed = {**params, "seed": params["seed"] + 1}
-    assert T.log_evaluation(changed, "t1_ce", metrics, [], work_dir=tmp_path / "w")
+    # another replicate seed -> another hash -> another run of the same row, tagged with its seed
+    assert T.log_evaluation(params, "t1_ce", metrics, [], work_dir=tmp_path / "w", seed=params["seed"] + 1)
     runs = _runs(store, filter_string="tags.row = 't1_ce'")
     assert len(runs) == 2 and len({r.data.tags["config_hash"] for r in runs}) == 2
+    assert sorted(r.data.tags["seed"] for r in runs) == sorted([str(params["seed"]), str(params["seed"] + 1)])

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from seesaw_lvis.params import dataset_dir
+from seesaw_lvis.params import dataset_dir, pretrain_path
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -78,6 +78,25 @@ def class_names(params: Mapping[str, Any]) -> tuple[str, ...] | None:
     return tuple(category_names(spec_from_params(params)))
 
 
+# LVIS v1's training images: EQL's lambda = 1.1e-3 of them is its tail's image-count bound.
+LVIS_V1_TRAIN_IMAGES = 100_170
+
+
+def eql_lambda(params: Mapping[str, Any]) -> float:
+    """EQL's lambda for the synthetic dataset: the same tail as at full, by image count.
+
+    lambda is a threshold on f_j = image_count_j / num_train_images. On LVIS v1 (100,170
+    training images) the paper's 1.1e-3 protects the categories in fewer than ~110 images:
+    the rare and common groups. On a 500-image set the same number would protect none (a
+    category in one image already has f = 2e-3) and the row would be plain sigmoid CE,
+    its modification gone. So the overlay keeps the tail's image-count bound, not the
+    number: lambda = 1.1e-3 x 100,170 / num_train_images (LVIS v1 itself keeps 1.1e-3).
+    """
+    from seesaw_lvis.models.losses.eql import LAMBDA_LVIS_V1
+
+    return LAMBDA_LVIS_V1 * LVIS_V1_TRAIN_IMAGES / params["synthetic"]["train_images"]
+
+
 def bind_dataset(cfg, params: Mapping[str, Any]) -> None:
     root = str(dataset_dir(params)) + "/"
     names = class_names(params)
@@ -95,9 +114,33 @@ def bind_dataset(cfg, params: Mapping[str, Any]) -> None:
             d["num_classes"] = num_classes
         if "freq_file" in d:
             d["freq_file"] = freq_file
+        if names is not None and d.get("type") == "EQLoss":  # the synthetic set's own tail bound
+            d["lambda_"] = eql_lambda(params)
 
     walk(cfg._cfg_dict, visit)
     cfg.data_root = root
+
+
+def backbone_family(cfg) -> str:
+    """Which pretrained weights a resolved config's backbone takes (``pretrain_<family>``)."""
+    return "resnest" if cfg.model.backbone.type == "ResNeSt" else "resnet"
+
+
+def bind_pretrained(cfg, params: Mapping[str, Any], scale: str) -> None:
+    """The backbone starts from the local weights of its family's pretrain stage.
+
+    At ``full`` these are the ImageNet weights the paper's configs name (``torchvision://
+    resnet50``, ``open-mmlab://resnest200``), fetched once by that stage with their published
+    checksums, so that no training job downloads (compute nodes need no internet); at
+    ``mini`` / ``ci`` the pipeline's own pretraining on the generator's balanced set. The
+    paper's ``frozen_stages`` and ``norm_eval`` are left as the row's config has them.
+    """
+    overlay = params["scales"][scale]
+    if overlay is not None and not overlay["pretrained"]:
+        return
+    backbone = cfg.model.backbone
+    weights = str(pretrain_path(params, backbone_family(cfg)))
+    backbone.init_cfg = dict(type="Pretrained", checkpoint=weights)
 
 
 def _scaled(value: Any, factor: float) -> Any:
@@ -253,6 +296,8 @@ def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> 
             d["stem_channels"] = overlay["base_channels"]
         if kind in ("ResNet", "ResNeSt"):
             d["base_channels"] = overlay["base_channels"]
+            # pretrained: the paper's frozen stem and BN statistics (frozen_stages, norm_eval)
+            # stay as the row's config has them; the weights are bound by bind_pretrained.
             if not overlay["pretrained"]:
                 # From scratch: nothing to keep frozen (the paper freezes the pretrained stem
                 # and BN statistics), so every stage and every BN layer trains.
@@ -299,8 +344,9 @@ def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> 
         loader.persistent_workers = overlay["num_workers"] > 0
 
 
-def load(params: Mapping[str, Any], row_id: str, scale: str | None = None):
-    """The resolved mmengine Config of ``row_id`` for the pipeline's dataset and scale."""
+def load(params: Mapping[str, Any], row_id: str, scale: str | None = None, seed: int | None = None):
+    """The resolved mmengine Config of ``row_id`` for the pipeline's dataset and scale, trained
+    with ``seed`` (a replicate seed of ``seeds:``; default the params' data ``seed``)."""
     from mmengine.config import Config
 
     from seesaw_lvis import compat
@@ -314,7 +360,8 @@ def load(params: Mapping[str, Any], row_id: str, scale: str | None = None):
     overlay = params["scales"][scale]
     if overlay:
         apply_overlay(cfg, overlay, params["rows"][row_id].get("table"))
-    cfg.randomness = dict(seed=params["seed"])
+    bind_pretrained(cfg, params, scale)
+    cfg.randomness = dict(seed=params["seed"] if seed is None else int(seed))
     return cfg
 
 

@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 IOU_TYPES = ("bbox", "segm")
 
 
-def predict(params: Mapping[str, Any], row_id: str, checkpoint: Path, out_dir: Path) -> dict[str, Path]:
-    """Write ``out_dir/results.{bbox,segm}.json`` for ``row_id`` with ``checkpoint``."""
+def predict(params: Mapping[str, Any], row_id: str, checkpoint: Path, out_dir: Path,
+            seed: int | None = None) -> dict[str, Path]:
+    """Write ``out_dir/results.{bbox,segm}.json`` for ``row_id`` (resolved with ``seed``) with
+    ``checkpoint``."""
     from mmengine.runner import Runner
 
     from seesaw_lvis import compat
@@ -29,7 +31,7 @@ def predict(params: Mapping[str, Any], row_id: str, checkpoint: Path, out_dir: P
     compat.install()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = resolve.load(params, row_id)
+    cfg = resolve.load(params, row_id, seed=seed)
     if cfg.get("tta_model"):  # a TTA row: wrap the model, test on the augmented views (mmdet's --tta)
         cfg.model = dict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline

@@ -190,22 +190,25 @@ def run_identity(params: Mapping[str, Any], row_id: str, cfg=None) -> RunIdentit
     row = params["rows"][row_id]
     if cfg is None:
         cfg = resolve.load(params, row_id)
-    chash = resolve.config_hash(cfg)
+    chash = resolve.config_hash(cfg)  # the replicate seed is part of it (cfg.randomness)
+    seed = cfg.get("randomness", {}).get("seed")
     key = f"{row_id}/{params['scale']}/{params['dataset']}/{chash}"
     commit = git_commit()
-    tags = {"table": str(row["table"]), "row": row_id, "title": str(row["title"]),
+    tags = {"table": str(row["table"]), "row": row_id, "seed": str(seed), "title": str(row["title"]),
             "scale": str(params["scale"]), "dataset": str(params["dataset"]), "config_hash": chash,
             "git_commit": commit, "kind": str(row["kind"]), "run_key": key}
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
-    return RunIdentity(run_key=key, run_name=f"{row_id} ({params['scale']}, {params['dataset']})",
+    return RunIdentity(run_key=key, run_name=f"{row_id} seed {seed} ({params['scale']}, {params['dataset']})",
                        experiment=settings(params).experiment, tags=tags)
 
 
-def row_work_dir(params: Mapping[str, Any], row_id: str) -> Path:
-    """The row's work directory (``results/train/<row>/work``, as engine/train uses it): its
-    spool lives there, also for evaluation-only (tta) rows."""
-    return Path(params["paths"]["results"]) / "train" / row_id / "work"
+def row_work_dir(params: Mapping[str, Any], row_id: str, seed: int) -> Path:
+    """The (row, seed) run's work directory (``results/train/<row>/seed<s>/work``, as
+    engine/train uses it): its spool lives there, also for evaluation-only (tta) rows."""
+    from seesaw_lvis.params import run_dir
+
+    return run_dir(params, "train", row_id, seed) / "work"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1008,13 +1011,15 @@ def vis_backends(params: Mapping[str, Any], row_id: str, work_dir: str | os.Path
 
 def row_logger(params: Mapping[str, Any], row_id: str, work_dir: str | os.PathLike | None = None,
                cfg=None) -> RunLogger:
-    """A :class:`RunLogger` for ``row_id`` (spool in ``work_dir``, default the row's work dir)."""
-    spool_dir = Path(work_dir) if work_dir is not None else row_work_dir(params, row_id)
+    """A :class:`RunLogger` for ``row_id`` with ``cfg`` (spool in ``work_dir``, default the
+    work dir of the run's seed)."""
+    spool_dir = Path(work_dir) if work_dir is not None else row_work_dir(params, row_id, cfg.randomness.seed)
     return RunLogger(settings(params), run_identity(params, row_id, cfg), spool_dir, label=f"row {row_id}")
 
 
 def log_evaluation(params: Mapping[str, Any], row_id: str, metrics: Mapping[str, Any],
-                   artifacts: Iterable[str | os.PathLike] = (), work_dir: str | os.PathLike | None = None) -> bool:
+                   artifacts: Iterable[str | os.PathLike] = (), work_dir: str | os.PathLike | None = None,
+                   seed: int | None = None) -> bool:
     """Log a row's evaluation into its run: ``bbox_*`` / ``segm_*`` AP, AP50, AP75, APs, APm,
     APl, APr, APc, APf (see :func:`evaluation_metrics`) and ``artifacts`` (resolved config,
     metrics JSON, log file) under ``evaluation/``. Also fills in the resolved config's params
@@ -1022,7 +1027,7 @@ def log_evaluation(params: Mapping[str, Any], row_id: str, metrics: Mapping[str,
     spools to ``work_dir`` (default the row's work dir). True when everything reached the store."""
     from seesaw_lvis.configs import resolve
 
-    cfg = resolve.load(params, row_id)
+    cfg = resolve.load(params, row_id, seed=seed)
     logger = row_logger(params, row_id, work_dir, cfg)
     logger.start()
     values = evaluation_metrics(metrics)
@@ -1037,11 +1042,12 @@ def log_evaluation(params: Mapping[str, Any], row_id: str, metrics: Mapping[str,
     return bool(ok)
 
 
-def sync_pending(work_dir: str | os.PathLike | None, params: Mapping[str, Any], row_id: str) -> int:
+def sync_pending(work_dir: str | os.PathLike | None, params: Mapping[str, Any], row_id: str,
+                 seed: int = 0) -> int:
     """Replay the spool of ``row_id`` (in ``work_dir``, default the row's work dir) into the
     tracking store now; returns the number of records replayed (0: nothing was pending).
     Raises :class:`TrackingUnavailableError` when the store still cannot be reached."""
-    spool_dir = Path(work_dir) if work_dir is not None else row_work_dir(params, row_id)
+    spool_dir = Path(work_dir) if work_dir is not None else row_work_dir(params, row_id, seed)
     tracking = settings(params)
     spool = Spool(spool_dir)
     if not spool.has_pending():

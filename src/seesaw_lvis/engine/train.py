@@ -87,13 +87,14 @@ def _rng_state_hook():
 
 
 def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_from: str | None = None,
-                 launcher: str = "none", cfg=None):
-    """The runnable config: the resolved row (``cfg``, resolved here when None) + our hooks."""
+                 launcher: str = "none", cfg=None, seed: int | None = None):
+    """The runnable config: the resolved row (``cfg``, resolved here with ``seed`` when None)
+    + our hooks."""
     from seesaw_lvis.configs import resolve
 
     from seesaw_lvis.engine import tracking
 
-    cfg = resolve.load(params, row_id) if cfg is None else cfg
+    cfg = resolve.load(params, row_id, seed=seed) if cfg is None else cfg
     # Training curves to MLflow (resilient: spooled locally while the server is unreachable).
     # The run is keyed by the hash of the resolved config: taken before the changes below.
     vis_backends = tracking.vis_backends(params, row_id, work_dir, cfg)
@@ -175,8 +176,8 @@ def _copy_with_lineage(src: Path, dst: Path, lineage: Mapping[str, str]) -> None
 
 
 def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str | None = None,
-          launcher: str = "none") -> Path:
-    """Train ``row_id``; returns the path of ``out_dir/final.pth``."""
+          launcher: str = "none", seed: int = 0) -> Path:
+    """Train ``row_id`` with replicate ``seed``; returns the path of ``out_dir/final.pth``."""
     from mmengine.runner import Runner
 
     from seesaw_lvis import compat
@@ -187,8 +188,8 @@ def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str 
 
     out_dir = Path(out_dir)
     work_dir = out_dir / "work"
-    lineage = stage_lineage(params, f"train_{row_id}")  # of what this run reads: taken before it runs
-    resolved = resolve.load(params, row_id)
+    lineage = stage_lineage(params, f"train_{row_id}_s{seed}")  # of what this run reads: taken before it runs
+    resolved = resolve.load(params, row_id, seed=seed)
     resuming = _prepare_work_dir(work_dir, resolve.config_hash(resolved))
     cfg = build_config(params, row_id, work_dir, None if resuming else load_from, launcher, cfg=resolved)
     if resuming:
@@ -208,5 +209,5 @@ def train(params: Mapping[str, Any], row_id: str, out_dir: Path, load_from: str 
             shutil.copyfile(latest, tmp)
         else:
             _copy_with_lineage(latest, tmp, lineage)
-    log.info("row %s: trained %d iterations, final checkpoint %s", row_id, runner.iter, final)
+    log.info("row %s seed %d: trained %d iterations, final checkpoint %s", row_id, seed, runner.iter, final)
     return final

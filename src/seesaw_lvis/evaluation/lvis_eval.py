@@ -29,7 +29,9 @@ RLEs), and from the same formula vectorised in numpy for boxes (bit-identical to
 ``bbIou``). The greedy matching runs over all (image, category) groups at once, one step
 per detection rank, only for detections that reach IoU 0.5 with some GT (the others can
 match nothing). ``tests/unit/test_lvis_eval.py`` checks equality with lvis-api; the
-benchmark ``seesaw_lvis.bench.eval`` measures the speed-up.
+benchmark ``seesaw_lvis.bench.eval`` measures the speed-up. ``evaluate_with_matches`` also
+returns, from the same pass, each iou type's area-'all' TP/FP flags as a ``MatchTable``
+(``seesaw_lvis.evaluation.bootstrap``: confidence intervals by resampling images).
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ import pycocotools.mask as mask_utils
 
 from seesaw_lvis.io import read_json, write_json
 
-__all__ = ["evaluate", "run", "METRIC_KEYS", "AR_KEYS", "IOU_THRS", "REC_THRS", "AREA_RNG", "AREA_LBL"]
+__all__ = ["evaluate", "evaluate_with_matches", "run", "METRIC_KEYS", "AR_KEYS", "IOU_THRS", "REC_THRS",
+           "AREA_RNG", "AREA_LBL"]
 
 log = logging.getLogger(__name__)
 
@@ -515,21 +518,42 @@ def _match(groups: _Groups, iou: np.ndarray, gt: _GroundTruth, n_dt: int
 # --------------------------------------------------------------------------------------------
 # accumulate + summarize
 # --------------------------------------------------------------------------------------------
-def _accumulate(gt: _GroundTruth, dt: _Detections, dt_m: np.ndarray, dt_ig_m: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """lvis ``accumulate``: precision ``[T, R, K, A]`` and recall ``[T, K, A]`` (-1 where a
-    category has no non-ignored GT)."""
-    A, T, R, K = len(AREA_RNG), len(IOU_THRS), len(REC_THRS), gt.num_cats
-    precision = -np.ones((T, R, K, A))
-    recall = -np.ones((T, K, A))
-    n = len(dt)
+def _sorted_tp_fp(dt: _Detections, dt_m: np.ndarray, dt_ig_m: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """lvis's detection order for accumulate (category, score descending, image, result
+    order) and the TP and FP flags ``[A, T, n]`` in that order, after the ignore rules."""
     # unmatched detections out of the area range or of a not-exhaustive category are ignored
     ig_mask = ((dt.area[None, :] < AREA_RNG[:, 0, None]) | (dt.area[None, :] > AREA_RNG[:, 1, None])
                | dt.not_exhaustive[None, :])  # [A, n]
     dt_ig = dt_ig_m | (~dt_m & ig_mask[:, None, :])
     order = np.lexsort((dt.orig, dt.img_idx, -dt.score, dt.cat_idx))
-    tps = (dt_m & ~dt_ig)[:, :, order]
-    fps = (~dt_m & ~dt_ig)[:, :, order]
+    return order, (dt_m & ~dt_ig)[:, :, order], (~dt_m & ~dt_ig)[:, :, order]
+
+
+def _match_table(gt: _GroundTruth, dt: _Detections, order: np.ndarray, tps: np.ndarray,
+                 fps: np.ndarray):
+    """The area-'all' matches of one iou type as a bootstrap ``MatchTable``."""
+    from seesaw_lvis.evaluation.bootstrap import MatchTable  # it imports this module
+
+    keep = ~gt.ig_area[:, 0]
+    freq = np.zeros(gt.num_cats, dtype=np.int64)
+    for g, cats in enumerate(gt.freq_groups):
+        freq[cats] = g
+    return MatchTable(det_cat=dt.cat_idx[order], det_img=dt.img_idx[order],
+                      tp=tps[0].copy(), fp=fps[0].copy(),
+                      gt_cat=gt.cat_idx[keep], gt_img=gt.img_idx[keep], num_images=gt.num_images,
+                      cat_ids=gt.cat_ids.copy(), freq=freq)
+
+
+def _accumulate(gt: _GroundTruth, dt: _Detections, dt_m: np.ndarray, dt_ig_m: np.ndarray,
+                sorted_tp_fp: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """lvis ``accumulate``: precision ``[T, R, K, A]`` and recall ``[T, K, A]`` (-1 where a
+    category has no non-ignored GT). ``sorted_tp_fp``: ``_sorted_tp_fp``'s result, if made."""
+    A, T, R, K = len(AREA_RNG), len(IOU_THRS), len(REC_THRS), gt.num_cats
+    precision = -np.ones((T, R, K, A))
+    recall = -np.ones((T, K, A))
+    n = len(dt)
+    order, tps, fps = _sorted_tp_fp(dt, dt_m, dt_ig_m) if sorted_tp_fp is None else sorted_tp_fp
     cats = dt.cat_idx[order]
     bounds = np.searchsorted(cats, np.arange(K + 1)) if n else np.zeros(K + 1, dtype=np.int64)
     eps = np.spacing(1)
@@ -618,8 +642,10 @@ def _iou_types(iou_types: str | Iterable[str]) -> tuple[str, ...]:
     return types
 
 
-def _evaluate(gt_src: Any, res_src: Any, iou_types: str | Iterable[str], max_dets: int
-              ) -> tuple[dict, int, int]:
+def _evaluate(gt_src: Any, res_src: Any, iou_types: str | Iterable[str], max_dets: int,
+              matches: bool = False) -> tuple:
+    """``(metrics, num_images, num_results)``, plus ``{iou_type: MatchTable}`` last if
+    ``matches``."""
     types = _iou_types(iou_types)
     gt_name = _name_of(gt_src, "<ground-truth dict>")
     res_name = _name_of(res_src, "<results list>")
@@ -627,12 +653,17 @@ def _evaluate(gt_src: Any, res_src: Any, iou_types: str | Iterable[str], max_det
     res = _load(res_src, "results", list)
     dt = _Detections(res, gt, res_name, max_dets, need_segm="segm" in types)
     groups = _Groups(gt, dt)
-    out = {}
+    out, tables = {}, {}
     for t in types:
         iou = groups.ious(gt, dt, t)
         dt_m, dt_ig = _match(groups, iou, gt, len(dt))
-        precision, recall = _accumulate(gt, dt, dt_m, dt_ig)
+        sorted_tp_fp = _sorted_tp_fp(dt, dt_m, dt_ig)
+        precision, recall = _accumulate(gt, dt, dt_m, dt_ig, sorted_tp_fp)
         out[t] = _metrics(precision, recall, gt)
+        if matches:
+            tables[t] = _match_table(gt, dt, *sorted_tp_fp)
+    if matches:
+        return out, gt.num_images, len(res), tables
     return out, gt.num_images, len(res)
 
 
@@ -649,6 +680,16 @@ def evaluate(gt: str | os.PathLike | dict, results: str | os.PathLike | list,
     Raises ValueError, naming the file and the offending key or value, on bad input.
     """
     return _evaluate(gt, results, iou_types, max_dets)[0]
+
+
+def evaluate_with_matches(gt: str | os.PathLike | dict, results: str | os.PathLike | list,
+                          iou_types: str | Sequence[str] = ("bbox", "segm"), max_dets: int = 300
+                          ) -> tuple[dict, dict]:
+    """``evaluate``'s metrics and, from the same pass, ``{iou_type: MatchTable}``: the
+    area-'all' TP/FP flags of every detection, for bootstrap confidence intervals
+    (``seesaw_lvis.evaluation.bootstrap``)."""
+    metrics, _, _, tables = _evaluate(gt, results, iou_types, max_dets, matches=True)
+    return metrics, tables
 
 
 def headline(metrics: dict) -> dict:

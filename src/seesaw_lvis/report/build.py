@@ -2,15 +2,18 @@
 
 Inputs (:func:`report_inputs`; nothing else is read):
 
-* ``<results>/eval/<row>/metrics.json`` of every row (the tables, the per-class plot);
+* ``<results>/eval/<row>/seed<s>/metrics.json`` of every (row, seed) (the tables, the per-class
+  plot) and its ``matches.{bbox,segm}.npz`` (the bootstrap of the confidence intervals);
 * ``<results>/stats/class_freq.json`` (image counts and r/c/f groups of the categories);
-* ``<results>/train/<row>/final.pth`` of every trained row (the Seesaw rows' cumulative class
-  counts);
-* ``<results>/train/<row>/curves.json`` of every trained row (per-iteration losses, the train
-  stage merges every resumed run of the row into it: seesaw_lvis.engine.train.training_curves);
-* ``<results>/train/<row>/config.py`` of the Seesaw rows (p of the mitigation factor).
+* ``<results>/train/<row>/seed<s>/final.pth`` of the Seesaw rows' first seed (their cumulative
+  class counts);
+* ``<results>/train/<row>/seed<s>/curves.json`` of every trained row's first seed (per-iteration
+  losses, the train stage merges every resumed run into it: seesaw_lvis.engine.train.training_curves);
+* ``<results>/train/<row>/seed<s>/config.py`` of the Seesaw rows' first seed (p of the mitigation
+  factor).
 
-Outputs (:func:`report_outputs`): ``<reports>/tables/table{1,2}.{md,csv,tex}`` and
+Outputs (:func:`report_outputs`): ``<reports>/tables/table{1,2}.{md,csv,tex}``,
+``<reports>/tables/effects.json`` (means, stds, paired differences and their CIs) and
 ``<reports>/figures/<figure>.{png,svg}`` for each of :data:`FIGURES`. Every output is written
 even when rows are missing ("not run" in the tables, a "no data" message in the figures).
 """
@@ -26,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from seesaw_lvis.io import read_json
+from seesaw_lvis.params import row_seeds, run_dir
 from seesaw_lvis.report import plots, tables
 
 log = logging.getLogger(__name__)
@@ -88,17 +92,21 @@ def stats_path(params: Mapping[str, Any]) -> Path:
 
 
 def train_dir(params: Mapping[str, Any], row_id: str) -> Path:
-    return Path(_res(params)) / "train" / row_id
+    """The training outputs the figures read: of the row's first seed."""
+    return run_dir(params, "train", row_id, row_seeds(params, row_id)[0])
 
 
 def report_inputs(params: Mapping[str, Any]) -> list[str]:
     """Every file the report reads (besides the training logs, see the module docstring)."""
     res = _res(params)
     inputs = [f"{res}/stats/class_freq.json"]
-    inputs += [f"{res}/eval/{rid}/metrics.json" for rid in params["rows"]]
-    inputs += [f"{res}/train/{rid}/final.pth" for rid in trained_rows(params)]
-    inputs += [f"{res}/train/{rid}/curves.json" for rid in trained_rows(params)]
-    inputs += [f"{res}/train/{rid}/config.py" for rid in mitigation_rows(params)]
+    for rid in params["rows"]:
+        for seed in row_seeds(params, rid):
+            inputs.append(str(tables.metrics_path(params, rid, seed)))
+            inputs += [str(p) for p in tables.match_paths(params, rid, seed).values()]
+    inputs += [f"{train_dir(params, rid)}/curves.json" for rid in trained_rows(params)]
+    for rid in mitigation_rows(params):
+        inputs += [f"{train_dir(params, rid)}/final.pth", f"{train_dir(params, rid)}/config.py"]
     return inputs
 
 
@@ -106,6 +114,7 @@ def report_outputs(params: Mapping[str, Any]) -> list[str]:
     """Every file the report writes, under ``paths.reports``."""
     rep = params["paths"]["reports"]
     outs = [f"{rep}/tables/table{t}.{ext}" for t in _table_ids(params) for ext in TABLE_EXTS]
+    outs.append(str(tables.effects_path(Path(rep))))
     outs += [f"{rep}/figures/{name}.{ext}" for name in FIGURES for ext in FIGURE_EXTS]
     return outs
 
@@ -223,7 +232,7 @@ def run(params: Mapping[str, Any], out_dir: Path) -> list[Path]:
     for model, rid in (("ce", baseline_row(params, 1)), ("seesaw", seesaw_row(params, 1))):
         r = by_row.get(rid) if rid else None
         if r is not None and r.status == tables.OK and r.per_class:
-            series[model] = (r.title, r.per_class)
+            series[model] = (f"{r.title} (mean of {r.n_seeds} seed{'s' if r.n_seeds > 1 else ''})", r.per_class)
         elif r is not None:
             log.warning("per_class_ap_vs_frequency: row %s is %s", rid, r.status)
     written += plots.per_class_ap_vs_frequency(stats, series, *paths("per_class_ap_vs_frequency"),

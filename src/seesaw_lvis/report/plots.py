@@ -141,6 +141,12 @@ def per_class_ap_vs_frequency(stats: Mapping[str, Any] | None, series: Mapping[s
 # --------------------------------------------------------------------------------------------
 # Table 2 as a step chart
 # --------------------------------------------------------------------------------------------
+def _std(r: Any, metric: str) -> float:
+    """A row's std over seeds (0 where there is none: one seed, or not run)."""
+    s = getattr(r, "ours_std", {}).get(metric) if r.status == "ok" else None
+    return 0.0 if s is None else float(s)
+
+
 def table2_steps(rows: Sequence[Any], png: Path, svg: Path, subtitle: str = "") -> list[Path]:
     """Mask AP per Table 2 row, paper vs ours; rows without our numbers are gaps."""
     plt = _plt()
@@ -150,11 +156,15 @@ def table2_steps(rows: Sequence[Any], png: Path, svg: Path, subtitle: str = "") 
         paper = np.array([np.nan if r.paper["mask_AP"] is None else r.paper["mask_AP"] for r in rows], float)
         ours = np.array([np.nan if (r.status != "ok" or r.ours["mask_AP"] is None) else r.ours["mask_AP"]
                          for r in rows], float)
+        std = np.array([_std(r, "mask_AP") for r in rows], float)
         for name, y in (("paper", paper), ("ours", ours)):
-            label = "paper (LVIS v1 val, full scale)" if name == "paper" else "ours"
+            label = "paper (LVIS v1 val, full scale, one run)" if name == "paper" else \
+                "ours (mean over seeds; bars: ± std)"
             ax.plot(x, y, drawstyle="steps-mid", color=style.SOURCE_COLOURS[name],
                     linestyle=style.SOURCE_LINESTYLES[name], linewidth=1.8, marker=style.SOURCE_MARKERS[name],
                     markersize=6, label=label)
+        ax.errorbar(x, ours, yerr=np.nan_to_num(std), fmt="none", ecolor=style.SOURCE_COLOURS["ours"],
+                    elinewidth=1.2, capsize=4, zorder=4)
         if np.all(np.isnan(ours)):
             no_data(ax, f"{NO_DATA} (ours: no Table 2 row evaluated)", "table2_steps")
         ymax = np.nanmax(np.concatenate([paper, ours, [1.0]]))
@@ -203,7 +213,8 @@ def group_ap_bars(tables: Mapping[int, Sequence[Any]], png: Path, svg: Path, sub
                     ov = r.ours[f"AP{g}"] if r.status == "ok" else None
                     if ov is not None:
                         any_ours = True
-                        ax.bar(x_ours, ov, width=0.13, color=colour, edgecolor=colour, linewidth=0.8, zorder=3)
+                        ax.bar(x_ours, ov, width=0.13, color=colour, edgecolor=colour, linewidth=0.8, zorder=3,
+                               yerr=_std(r, f"AP{g}"), error_kw=dict(ecolor="0.15", elinewidth=0.9, capsize=2))
                     pv = r.paper[f"AP{g}"]
                     if pv is not None:
                         ax.bar(x_paper, pv, width=0.13, facecolor="white", edgecolor=colour, hatch="/////",
@@ -226,6 +237,7 @@ def group_ap_bars(tables: Mapping[int, Sequence[Any]], png: Path, svg: Path, sub
                    for g in "rcf"]
         handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="/////",
                              label="paper (hatched, right of ours; LVIS v1 val, full scale)"))
+        handles.append(plt.matplotlib.lines.Line2D([], [], color="0.15", label="ours: mean over seeds ± std"))
         fig.legend(handles=handles, loc="upper right", ncol=4, frameon=False, bbox_to_anchor=(0.99, 0.995))
         fig.suptitle("APr / APc / APf per row: ours (filled) and the paper (hatched)"
                      + (f"\n{subtitle}" if subtitle else ""), x=0.01, ha="left", fontsize=11)

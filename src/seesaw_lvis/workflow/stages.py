@@ -22,12 +22,13 @@ whole downstream of a re-run job) does. The lineage code is therefore a dep of t
 from __future__ import annotations
 
 import ast
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from seesaw_lvis.params import dataset_dir
+from seesaw_lvis.params import dataset_dir, pretrain_path, row_seeds, run_dir
 
 PARAMS_FILE = "params/pipeline.yaml"
 PKG = Path("src/seesaw_lvis")
@@ -89,6 +90,37 @@ def config_chain(config_file: str) -> list[str]:
     return chain
 
 
+@functools.lru_cache(maxsize=None)
+def backbone_family(config_file: str) -> str:
+    """``resnest`` when the row's config chain builds a ResNeSt backbone, else ``resnet``:
+    which pretrained weights (stage ``pretrain_<family>``) the row starts from. Read from the
+    files' syntax, without building the config (the stage list is built at every start)."""
+    for path in config_chain(config_file):
+        for node in ast.walk(ast.parse(Path(path).read_text(), filename=path)):
+            if isinstance(node, ast.keyword) and node.arg == "type" and \
+                    isinstance(node.value, ast.Constant) and node.value.value == "ResNeSt":
+                return "resnest"
+    return "resnet"
+
+
+def family_row(params: Mapping[str, Any], family: str) -> str:
+    """The first row whose backbone is of ``family``: its resolved backbone is what
+    ``pretrain_<family>`` builds (every row of a family resolves to the same backbone;
+    tests/config checks it)."""
+    return next(r for r, row in params["rows"].items() if backbone_family(row["config"]) == family)
+
+
+def pretrain_weights(params: Mapping[str, Any]) -> dict[str, str]:
+    """``{family: <results>/pretrain/<family>/backbone.pth}`` for each backbone family the rows
+    use, when the scale starts from pretrained weights (``full``: ImageNet's, fetched; ``mini``
+    / ``ci`` with ``pretrained: true``: the pipeline's own pretraining); {} otherwise."""
+    overlay = params["scales"][params["scale"]]
+    if overlay is not None and not overlay["pretrained"]:
+        return {}
+    families = dict.fromkeys(backbone_family(r["config"]) for r in params["rows"].values())
+    return {f: str(pretrain_path(params, f)) for f in families}
+
+
 def _log(params: Mapping[str, Any], stage: str) -> str:
     return f"{params['paths']['logs']}/{stage}.log"
 
@@ -122,39 +154,54 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
                                                      "category": "Long tail"}}))
 
     engine_src = _py_files("models", "engine", "configs/resolve.py", "compat.py", LINEAGE_SRC)
+    pretrained = pretrain_weights(params)
+    for family, weights in pretrained.items():
+        log = _log(params, f"pretrain/{family}")
+        out.append(Stage(
+            name=f"pretrain_{family}",
+            cmd=(f"python -m seesaw_lvis pretrain --params {PARAMS_FILE} --family {family}"
+                 f" --out-dir {Path(weights).parent} --log {log} --no-progress"),
+            deps=[*config_chain(params["rows"][family_row(params, family)]["config"]),
+                  *_py_files("engine/pretrain.py", "data/synthetic.py", "configs/resolve.py", "models",
+                             "compat.py", LINEAGE_SRC)],
+            outs=[weights], metrics=[f"{Path(weights).parent}/metrics.json"],
+            params=["seed", "scale", f"scales.{scale}", f"pretrain.{scale}.{family}"], log=log,
+            resources={"kind": "train"}))
     for row_id, row in params["rows"].items():
         chain = config_chain(row["config"])
-        row_params = ["dataset", "seed", "scale", f"scales.{scale}", f"rows.{row_id}"]
-        if row["kind"] in ("train", "finetune"):
-            train_dir = f"{res}/train/{row_id}"
-            log = _log(params, f"train/{row_id}")
-            init, init_deps = "", []
-            if row["kind"] == "finetune":
-                init_deps = [f"{res}/train/{row['from']}/final.pth"]
-                init = f" --init {init_deps[0]}"
+        init_deps = [pretrained[backbone_family(row["config"])]] if pretrained else []
+        row_params = ["dataset", "scale", f"scales.{scale}", f"rows.{row_id}"]
+        for seed in row_seeds(params, row_id):
+            train_dir, eval_dir = run_dir(params, "train", row_id, seed), run_dir(params, "eval", row_id, seed)
+            if row["kind"] in ("train", "finetune"):
+                log = _log(params, f"train/{row_id}_s{seed}")
+                init, parent = "", []
+                if row["kind"] == "finetune":
+                    parent = [f"{run_dir(params, 'train', row['from'], seed)}/final.pth"]
+                    init = f" --init {parent[0]}"
+                out.append(Stage(
+                    name=f"train_{row_id}_s{seed}",
+                    cmd=(f"python -m seesaw_lvis train --params {PARAMS_FILE} --row {row_id} --seed {seed}"
+                         f" --out-dir {train_dir}{init} --log {log}"),
+                    deps=[data, stats_json, *init_deps, *parent, *chain, *engine_src],
+                    outs=[f"{train_dir}/final.pth", f"{train_dir}/config.py"],
+                    plots=[f"{train_dir}/curves.json"],
+                    params=row_params, log=log, resources={"kind": "train"}))
+            weights = row_id if row["kind"] != "tta" else row["from"]
+            checkpoint = f"{run_dir(params, 'train', weights, seed)}/final.pth"
+            log = _log(params, f"evaluate/{row_id}_s{seed}")
             out.append(Stage(
-                name=f"train_{row_id}",
-                cmd=(f"python -m seesaw_lvis train --params {PARAMS_FILE} --row {row_id}"
-                     f" --out-dir {train_dir}{init} --log {log}"),
-                deps=[data, stats_json, *init_deps, *chain, *engine_src],
-                outs=[f"{train_dir}/final.pth", f"{train_dir}/config.py"],
-                plots=[f"{train_dir}/curves.json"],
-                params=row_params, log=log, resources={"kind": "train"}))
-        weights = row_id if row["kind"] != "tta" else row["from"]
-        eval_dir = f"{res}/eval/{row_id}"
-        log = _log(params, f"evaluate/{row_id}")
-        out.append(Stage(
-            name=f"evaluate_{row_id}",
-            cmd=(f"python -m seesaw_lvis evaluate --params {PARAMS_FILE} --row {row_id}"
-                 f" --checkpoint {res}/train/{weights}/final.pth --out-dir {eval_dir} --log {log}"),
-            deps=[data, f"{res}/train/{weights}/final.pth", *chain, *engine_src,
-                  *_py_files("evaluation")],
-            # metrics.json: the whole evaluation (per-class APs, provenance), what the report
-            # reads; summary.json: its headline numbers, the DVC metric (a column per number).
-            outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json",
-                  f"{eval_dir}/metrics.json"],
-            metrics=[f"{eval_dir}/summary.json"],
-            params=row_params, log=log, resources={"kind": "evaluate"}))
+                name=f"evaluate_{row_id}_s{seed}",
+                cmd=(f"python -m seesaw_lvis evaluate --params {PARAMS_FILE} --row {row_id} --seed {seed}"
+                     f" --checkpoint {checkpoint} --out-dir {eval_dir} --log {log}"),
+                deps=[data, checkpoint, *chain, *engine_src, *_py_files("evaluation")],
+                # metrics.json: the whole evaluation (per-class APs, provenance), what the report
+                # reads; matches.<iou>.npz: the per-detection matches the report's bootstrap
+                # resamples; summary.json: the headline numbers, the DVC metric.
+                outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json",
+                      f"{eval_dir}/metrics.json", f"{eval_dir}/matches.bbox.npz", f"{eval_dir}/matches.segm.npz"],
+                metrics=[f"{eval_dir}/summary.json"],
+                params=row_params, log=log, resources={"kind": "evaluate"}))
 
     from seesaw_lvis.report import build as report
 
@@ -163,7 +210,8 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
         name="report",
         cmd=f"python -m seesaw_lvis report --params {PARAMS_FILE} --out-dir {rep} --log {log}",
         deps=[*report.report_inputs(params), *_py_files("report", "io.py")],
-        outs=report.report_outputs(params), params=["dataset", "scale", "rows"], log=log,
+        outs=report.report_outputs(params), params=["dataset", "scale", "rows", f"seeds.{scale}", "report"],
+        log=log,
         captions=report.report_captions(params)))
     critical_path_priorities(out, params)
     return out
@@ -176,7 +224,7 @@ STAGE_COST = {"train": 2, "evaluate": 1, "tta": 10}
 
 def _cost(stage: Stage, params: Mapping[str, Any]) -> int:
     kind = stage.resources.get("kind")
-    if kind == "evaluate" and params["rows"][stage.name.removeprefix("evaluate_")]["kind"] == "tta":
+    if kind == "evaluate" and params["rows"][stage.name.removeprefix("evaluate_").rsplit("_s", 1)[0]]["kind"] == "tta":
         return STAGE_COST["tta"]
     return STAGE_COST.get(kind, 1)
 
