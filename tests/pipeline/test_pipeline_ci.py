@@ -103,11 +103,15 @@ def test_report_carries_seeds_and_paired_intervals(finished_pipeline):
         entry = doc["rows"][row]
         assert entry["seeds"] == [0, 1] and entry["reference"] == "t1_ce"
         for m in ("bbox_AP", "mask_AP", "APr", "APc", "APf"):
-            assert entry["metrics"][m]["n_seeds"] == 2
             d = entry["difference"][m]
             assert d["n_seeds"] == 2 and d["seeds"] == [0, 1]
-            if d["mean"] is not None and d["ci_low"] is not None:
-                assert d["ci_low"] <= d["mean"] + 1e-9 and d["mean"] <= d["ci_high"] + 1e-9, (row, m, d)
+            if entry["metrics"][m]["mean"] is None:  # a group without categories at ci (no frequent one)
+                assert d["mean"] is None and entry["metrics"][m]["n_seeds"] == 0
+                continue
+            assert entry["metrics"][m]["n_seeds"] == 2
+            # a percentile interval of a non-linear statistic need not hold the point estimate
+            assert d["mean"] is not None and d["ci_low"] <= d["ci_high"], (row, m, d)
+    assert doc["rows"]["t1_seesaw"]["metrics"]["bbox_AP"]["val_se"] is not None
     assert doc["rows"]["t2_syncbn"]["reference"] == "t2_mask_rcnn"
     md = (repo / "reports/tables/table1.md").read_text()
     assert "± " in md and "bootstrap CI" in md

@@ -93,8 +93,8 @@ def test_pipeline_runs_through_slurm(slurm_cluster, pipeline_copy):
     # data, stats, the ResNet pretraining, train and evaluate of Table 1's first row, and the
     # report; the local end-to-end test (tests/pipeline/test_pipeline_ci.py) runs every row at
     # both of its seeds.
-    seeds = yaml.safe_load((pipeline_copy / "params/pipeline.yaml").read_text())["seeds"]
-    set_params(pipeline_copy, scale="ci", seeds={**seeds, "ci": {"default": [0]}})
+    # (the seed lists name only rows that exist: Table 2's are gone from this copy)
+    set_params(pipeline_copy, scale="ci", seeds={s: {"default": [0]} for s in ("full", "mini", "ci")})
     rows_file = pipeline_copy / "params/rows.yaml"
     rows = yaml.safe_load(rows_file.read_text())["rows"]
     rows_file.write_text(yaml.safe_dump({"rows": {"t1_ce": rows["t1_ce"]}}, sort_keys=False))
