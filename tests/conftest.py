@@ -64,7 +64,8 @@ def ci_params(default_params, tmp_path_factory):
                        "reports": str(root / "reports"), "logs": str(root / "logs")}
     params["synthetic"].update(num_classes=8, train_images=24, val_images=6, image_size=64,
                                max_images_per_class=20, min_val_images_per_class=1)
-    params["tracking"] = {**params["tracking"], "uri": f"sqlite:///{root}/mlflow.db"}  # never the user's store
+    params["tracking"] = {**params["tracking"], "uri": f"sqlite:///{root}/mlflow.db",   # never the user's store
+                          "artifact_location": str(root / "mlartifacts")}
     ds = generate(spec_from_params(params), root / "data" / "synthetic")
     s = stats.compute(json.loads((ds / "annotations/lvis_v1_train.json").read_text()))
     stats.write(s, root / "results/stats/class_freq.csv", root / "results/stats/class_freq.json")

@@ -156,8 +156,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out = write_json(out_dir / "metrics.json", metrics)
         write_json(out_dir / "summary.json", lvis_eval.headline(metrics))  # `dvc metrics show`
         artifacts = [out, Path(args.checkpoint).parent / "config.py", *([Path(args.log)] if args.log else [])]
-        tracking.log_evaluation(params, args.row, metrics, [a for a in artifacts if a.is_file()],
-                                work_dir=tracking.row_work_dir(params, args.row, seed), seed=seed)
+        tracking.log_evaluation(params, args.row, metrics, [a for a in artifacts if a.is_file()], seed=seed)
     else:
         if not (args.gt and args.results and args.out):
             raise ValueError("evaluate needs either --row ... or --gt, --results and --out")

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 from seesaw_lvis.io import read_json, write_json, write_text
 from seesaw_lvis.params import row_seeds, run_dir
 from seesaw_lvis.params import rows as param_rows
+from seesaw_lvis.report import effects
 
 # (key in rows.yaml `paper`, iou type in metrics.json, metric key, column label)
 METRICS = (
@@ -161,9 +162,7 @@ def load_row(params: Mapping[str, Any], row_id: str, row: Mapping[str, Any]) -> 
     elif stale:
         res.status = STALE
     for m, *_ in METRICS:
-        from seesaw_lvis.report.effects import summarize
-
-        s = summarize([v[m] for v in res.seed_values.values()])
+        s = effects.summarize([v[m] for v in res.seed_values.values()])
         res.ours[m], res.ours_std[m] = _round(s["mean"]), _round(s["std"])
     keys = sorted({k for pc in per_class for k in pc}, key=int)
     for k in keys:
@@ -181,8 +180,6 @@ def reference_index(table: int, i: int) -> int | None:
 
 def build(params: Mapping[str, Any], table: int) -> tuple[list[RowResult], dict[str, dict]]:
     """The rows of one table, with differences and gains, and their effects (effects.json)."""
-    from seesaw_lvis.report import effects
-
     out = [load_row(params, rid, row) for rid, row in param_rows(params, table).items()]
 
     def matches(row_id: str, seed: int) -> dict[str, Path] | None:
