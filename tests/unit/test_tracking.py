@@ -327,3 +327,39 @@ def test_run_identity_reuses_and_splits_runs(store, tmp_path, default_params):
     runs = _runs(store, filter_string="tags.row = 't1_ce'")
     assert len(runs) == 2 and len({r.data.tags["config_hash"] for r in runs}) == 2
     assert sorted(r.data.tags["seed"] for r in runs) == sorted([str(params["seed"]), str(params["seed"] + 1)])
+
+
+SUBPROCESS_PROBE = """
+import json, subprocess, sys, threading
+from pathlib import Path
+started = []
+_init = subprocess.Popen.__init__
+def init(self, *args, **kwargs):
+    started.append(threading.current_thread().name)
+    _init(self, *args, **kwargs)
+subprocess.Popen.__init__ = init
+from seesaw_lvis.engine import tracking as T
+root = Path(sys.argv[1])
+backend = T.ResilientMLflowVisBackend(
+    save_dir=str(root / "work" / "vis_data"), exp_name="seesaw_lvis", run_name="t1_ce",
+    tags={"row": "t1_ce"}, run_key="t1_ce/ci/synthetic/abc", tracking_uri=sys.argv[2],
+    artifact_location=str(root / "mlartifacts"), spool_dir=str(root / "work"))
+backend.add_scalars({"loss": 1.0}, step=1)
+backend.close()
+print(json.dumps(started))
+"""
+
+
+def test_logging_thread_starts_no_subprocess(store, tmp_path):
+    """A subprocess started on the logging thread while the training loop forks its dataloader
+    workers can hang the run for good (its pipe leaks into the workers): MLflow's import and the
+    store connection, which start subprocesses (`uname`), happen on the calling thread. A fresh
+    interpreter, so that MLflow is not imported yet."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SUBPROCESS_PROBE, str(tmp_path), _uri(store)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    threads = json.loads(out.stdout.strip().splitlines()[-1])
+    assert threads, "MLflow's import started no subprocess: nothing left to prove here"
+    assert set(threads) == {"MainThread"}, threads

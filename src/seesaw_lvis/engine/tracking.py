@@ -903,13 +903,15 @@ class ResilientMLflowVisBackend(MLflowVisBackend):
         if self._save_dir:
             os.makedirs(self._save_dir, exist_ok=True)
         self._logger = logger = self._make_logger()
+        # Connect on the calling thread, before the training loop forks its dataloader workers.
+        # Importing MLflow and opening its store run subprocesses (`uname`, for mlflow.telemetry's
+        # platform record). Started on the logging thread while the main thread forks a worker,
+        # the subprocess's stdout pipe leaks into that worker, and communicate() waits for an EOF
+        # that comes only when the worker exits. The run then hangs in close() (seen in the demo:
+        # 4 min once, for good another time). Later calls on the thread only write to the store.
+        if logger.start():
+            logger.set_status("RUNNING")
         self._worker = _Worker(f"mlflow-{logger.label}")
-
-        def start() -> None:
-            if logger.start():
-                logger.set_status("RUNNING")
-
-        self._worker.submit(start)
         if self._params:
             self._worker.submit(logger.log_params, flatten_params(self._params))
 
