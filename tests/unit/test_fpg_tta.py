@@ -1,4 +1,4 @@
-"""FPGCarafe (enhanced FPG neck) and InstanceSegTTAModel (box + mask TTA)."""
+"""FPGCarafe (enhanced FPG neck) and InstanceSegTTAModel (HTC's augmented test, boxes and masks)."""
 from __future__ import annotations
 
 import copy
@@ -12,9 +12,10 @@ from torch import nn
 import seesaw_lvis.models.necks  # noqa: F401  (registers FPGCarafe)
 import seesaw_lvis.models.tta  # noqa: F401  (registers InstanceSegTTAModel)
 from seesaw_lvis.models.necks import CarafeDownConv, FPGCarafe, example_neck_cfg
-from seesaw_lvis.models.tta import InstanceSegTTAModel, example_tta_cfg
+from seesaw_lvis.models.tta import InstanceSegTTAModel
 
 from tests.conftest import tiny_trunk
+from tests.unit.test_roi_heads import IMG, NUM_CLASSES, build, detector_cfg
 
 
 @pytest.fixture(autouse=True)
@@ -82,181 +83,152 @@ def test_carafe_down_transition_shapes_odd_sizes():
     assert y.shape == (1, 4, 4, 5)  # ceil(7/2) x ceil(9/2), as a stride-2 conv
 
 
-# ------------------------------------------------------------------------------ TTA (hand-built)
-H, W = 10, 20
+# ------------------------------------------------------------------------------ TTA (HTC aug_test)
+def _image(seed=0, h=IMG, w=IMG):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
 
 
-def _sample(flip: bool, bboxes, scores, labels, masks):
+def _sample_meta(h, w, flip=False, scale=1.0):
     from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
 
-    s = DetDataSample(metainfo=dict(ori_shape=(H, W), img_shape=(H, W), flip=flip,
-                                    flip_direction='horizontal' if flip else None,
-                                    scale_factor=(1.0, 1.0)))
-    inst = InstanceData()
-    inst.bboxes = torch.tensor(bboxes, dtype=torch.float32).reshape(-1, 4)
-    inst.scores = torch.tensor(scores, dtype=torch.float32)
-    inst.labels = torch.tensor(labels, dtype=torch.long)
-    inst.masks = masks
-    s.pred_instances = inst
-    return s
+    return DetDataSample(metainfo=dict(img_id=0, ori_shape=(h, w), img_shape=(round(h * scale), round(w * scale)),
+                                       scale_factor=(scale, scale), flip=flip,
+                                       flip_direction='horizontal' if flip else None))
 
 
-def _rect(x1, y1, x2, y2, value=255):
-    m = torch.zeros(H, W, dtype=torch.uint8)
-    m[y1:y2, x1:x2] = value
-    return m
+def _plain_predict(model, img, meta):
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor({'inputs': [img], 'data_samples': [meta]}, False)
+        return model(**data, mode='predict')[0].pred_instances
 
 
-class _FakeDetector(nn.Module):
-    """Returns fixed predictions per augmentation (keyed by the 'flip' meta)."""
-
-    def __init__(self, preds):
-        super().__init__()
-        self.preds = preds
-        self.roi_head = nn.Module()
-        self.roi_head.test_cfg = {'mask_thr_binary': 0.5}
-
-    def test_step(self, data):
-        return [copy.deepcopy(self.preds[bool(s.metainfo['flip'])])
-                for s in data['data_samples']]
+def _tta_predict(model, views):
+    """``views``: [(image tensor, meta sample)], one image per view."""
+    tta = InstanceSegTTAModel(module=model)
+    tta.eval()
+    data = {'inputs': [[img] for img, _ in views], 'data_samples': [[m] for _, m in views]}
+    with torch.no_grad():
+        return tta.test_step(data)[0].pred_instances
 
 
-def _hand_built():
-    # object A (label 1) at x 2..6, y 3..8 in the original image; the flipped view sees it
-    # at x 14..18. Its masks: the identity view covers columns 2..5, the flipped view (once
-    # unflipped) columns 3..6 -> the average covers 3..5 fully (p = 1) and 2, 6 at p = 0.5.
-    ident = _sample(False, [[2, 3, 6, 8]], [0.9], [1],
-                    _rect(2, 3, 6, 8)[None])
-    flipped_a = _rect(3, 3, 7, 8).flip(-1)
-    # object B (label 2) only in the flipped view, at x 1..5 there -> 15..19 unflipped
-    flipped_b = _rect(1, 0, 5, 2)
-    flipped = _sample(True, [[W - 6, 3, W - 2, 8], [1, 0, 5, 2]], [0.8, 0.7], [1, 2],
-                      torch.stack([flipped_a, flipped_b]))
-    return ident, flipped
+def _same(a, b, keys=('bboxes', 'scores', 'labels', 'masks', 'mask_scores'), atol=0.0):
+    assert len(a) == len(b) > 0
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        assert (x is None) == (y is None), k
+        if x is None:
+            continue
+        if x.dtype.is_floating_point:
+            torch.testing.assert_close(x, y, atol=atol, rtol=0, msg=k)
+        else:
+            assert torch.equal(x, y), k
 
 
-@pytest.mark.parametrize("mode", ["own", "average"])
-def test_tta_merges_boxes_and_masks_hand_built(mode):
-    ident, flipped = _hand_built()
-    det = _FakeDetector({False: ident, True: flipped})
-    tta = InstanceSegTTAModel(module=det, tta_cfg=dict(
-        nms=dict(type='nms', iou_threshold=0.5), max_per_img=300, mask_merge=mode,
-        mask_thr_binary=0.5))
-    assert det.roi_head.test_cfg['mask_thr_binary'] == -1  # soft masks requested
-    data = {'inputs': [[torch.zeros(3, H, W)], [torch.zeros(3, H, W)]],
-            'data_samples': [[ident], [flipped]]}
-    out = tta.test_step(data)
-    assert len(out) == 1
-    pred = out[0].pred_instances
-    order = pred.labels.tolist()
-    assert order == [1, 2]  # the two label-1 views merged by NMS; B kept
-    torch.testing.assert_close(pred.bboxes[0], torch.tensor([2., 3., 6., 8.]))
-    torch.testing.assert_close(pred.bboxes[1], torch.tensor([15., 0., 19., 2.]))
-    torch.testing.assert_close(pred.scores, torch.tensor([0.9, 0.7]))
-    assert pred.masks.dtype == torch.bool and pred.masks.shape == (2, H, W)
-    # B's mask comes back unflipped at the original size
-    assert torch.equal(pred.masks[1], _rect(15, 0, 19, 2).bool())
-    if mode == 'own':
-        assert torch.equal(pred.masks[0], _rect(2, 3, 6, 8).bool())
-    else:  # mean of the two views: columns 3..5 at 1.0, columns 2 and 6 at 0.5 (>= thr)
-        assert torch.equal(pred.masks[0], _rect(2, 3, 7, 8).bool())
-        tta.mask_thr_binary = 0.6
-        pred = tta.test_step(data)[0].pred_instances
-        assert torch.equal(pred.masks[0], _rect(3, 3, 6, 8).bool())
+@pytest.fixture(scope='module')
+def scoring_model():
+    """HTC-Lite with TSD-free heads, global context, a MaskIoU head and the finetuned branch."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return build(detector_cfg('shared2fc', mask_iou=True, finetune=True))
 
 
-def test_tta_empty_and_boxes_only():
-    empty = _sample(False, [], [], [], torch.zeros(0, H, W, dtype=torch.bool))
-    empty_f = copy.deepcopy(empty)
-    empty_f.set_metainfo(dict(flip=True, flip_direction='horizontal'))
-    det = _FakeDetector({False: empty, True: empty_f})
-    tta = InstanceSegTTAModel(module=det, tta_cfg=dict(max_per_img=10))
-    out = tta.test_step({'inputs': [[torch.zeros(3, H, W)]] * 2,
-                         'data_samples': [[empty], [empty_f]]})[0].pred_instances
-    assert len(out) == 0 and out.masks.shape == (0, H, W)
+def test_tta_over_identical_views_equals_no_tta(scoring_model):
+    img = _image(1)
+    plain = _plain_predict(scoring_model, img, _sample_meta(IMG, IMG))
+    merged = _tta_predict(scoring_model, [(img, _sample_meta(IMG, IMG))] * 2)
+    _same(merged, plain)  # boxes, scores, labels, masks and mask scores, to the bit: (a + a) / 2 = a
+    merged = _tta_predict(scoring_model, [(img, _sample_meta(IMG, IMG))] * 3)
+    _same(merged, plain, atol=1e-5)  # (a + a + a) / 3: float rounding only
 
 
-# ------------------------------------------------------------------------------ TTA end to end
-def _tiny_mask_rcnn_cfg(num_classes=3):
-    return dict(
-        type='MaskRCNN',
-        **tiny_trunk(16),
-        rpn_head=dict(
-            type='RPNHead', in_channels=16, feat_channels=16,
-            anchor_generator=dict(type='AnchorGenerator', scales=[8], ratios=[0.5, 1.0, 2.0],
-                                  strides=[4, 8, 16, 32, 64]),
-            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0] * 4,
-                            target_stds=[1.0] * 4),
-            loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-        roi_head=dict(
-            type='StandardRoIHead',
-            bbox_roi_extractor=dict(type='SingleRoIExtractor',
-                                    roi_layer=dict(type='RoIAlign', output_size=7,
-                                                   sampling_ratio=0),
-                                    out_channels=16, featmap_strides=[4, 8, 16, 32]),
-            bbox_head=dict(type='Shared2FCBBoxHead', in_channels=16, fc_out_channels=32,
-                           roi_feat_size=7, num_classes=num_classes,
-                           bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.] * 4,
-                                           target_stds=[0.1, 0.1, 0.2, 0.2]),
-                           reg_class_agnostic=False,
-                           loss_cls=dict(type='CrossEntropyLoss', loss_weight=1.0),
-                           loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-            mask_roi_extractor=dict(type='SingleRoIExtractor',
-                                    roi_layer=dict(type='RoIAlign', output_size=14,
-                                                   sampling_ratio=0),
-                                    out_channels=16, featmap_strides=[4, 8, 16, 32]),
-            mask_head=dict(type='FCNMaskHead', num_convs=1, in_channels=16,
-                           conv_out_channels=16, num_classes=num_classes,
-                           upsample_cfg=dict(type='carafe', scale_factor=2, up_kernel=5,
-                                             up_group=1, encoder_kernel=3,
-                                             encoder_dilation=1, compressed_channels=8),
-                           loss_mask=dict(type='CrossEntropyLoss', use_mask=True,
-                                          loss_weight=1.0))),
-        train_cfg=None,
-        test_cfg=dict(
-            rpn=dict(nms_pre=200, max_per_img=50, nms=dict(type='nms', iou_threshold=0.7),
-                     min_bbox_size=0),
-            rcnn=dict(score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5),
-                      max_per_img=20, mask_thr_binary=0.5)))
+def test_tta_flipped_view_unflips_exactly(scoring_model):
+    """One flipped view merged = the detector on the flipped image, mirrored back."""
+    img = _image(2)
+    flipped = img.flip(-1)
+    on_flipped = _plain_predict(scoring_model, flipped, _sample_meta(IMG, IMG))
+    mirrored = on_flipped.clone()
+    boxes = on_flipped.bboxes.clone()
+    mirrored.bboxes = torch.stack([IMG - boxes[:, 2], boxes[:, 1], IMG - boxes[:, 0], boxes[:, 3]], dim=1)
+    mirrored.masks = on_flipped.masks.flip(-1)
+    merged = _tta_predict(scoring_model, [(flipped, _sample_meta(IMG, IMG, flip=True))])
+    # the only arithmetic difference: proposals mirrored twice (W - (W - x)), float rounding
+    _same(merged, mirrored, keys=('bboxes', 'scores', 'mask_scores'), atol=1e-4)
+    assert torch.equal(merged.labels, mirrored.labels)
+    assert (merged.masks != mirrored.masks).float().mean() < 1e-3
 
 
-def test_tta_end_to_end_tiny_mask_rcnn(tmp_path):
+def test_tta_scaled_views_map_back_to_the_original_image(scoring_model):
+    """A 1.5x view: the same detections as the detector's own rescale=True prediction."""
+    import torch.nn.functional as F
+
+    img = _image(3)
+    big = F.interpolate(img[None].float(), scale_factor=1.5, mode='bilinear',
+                        align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    meta = _sample_meta(IMG, IMG, scale=1.5)
+    plain = _plain_predict(scoring_model, big, meta)
+    merged = _tta_predict(scoring_model, [(big, meta)])
+    assert plain.masks.shape[1:] == merged.masks.shape[1:] == (IMG, IMG)
+    _same(merged, plain, keys=('bboxes', 'scores', 'labels', 'mask_scores'), atol=1e-4)
+    assert (merged.masks != plain.masks).float().mean() < 1e-3
+
+
+def test_tta_mask_scores_rank_segm_by_averaged_mask_iou(scoring_model):
+    """Mask scoring survives TTA: mask_scores = box score x the MaskIoU head's prediction
+    averaged over the views (here a known IoU per class), so the segm ranking differs from
+    the box ranking exactly as the mask IoU says."""
+    model = copy.deepcopy(scoring_model)
+    iou_of_class = torch.linspace(0.1, 0.9, NUM_CLASSES)
+    with torch.no_grad():
+        model.roi_head.mask_iou_head.fc_mask_iou.weight.zero_()
+        model.roi_head.mask_iou_head.fc_mask_iou.bias.copy_(iou_of_class)
+    img = _image(4)
+    merged = _tta_predict(model, [(img, _sample_meta(IMG, IMG)), (img.flip(-1), _sample_meta(IMG, IMG, flip=True))])
+    torch.testing.assert_close(merged.mask_scores, merged.scores * iou_of_class[merged.labels])
+    assert len(set(merged.labels.tolist())) > 1  # several classes: the two rankings can differ
+    assert not torch.equal(merged.mask_scores.argsort(descending=True), merged.scores.argsort(descending=True))
+
+
+def test_tta_refuses_a_detector_without_htc_lite():
+    class MaskRCNNLike(nn.Module):  # a detector whose RoI head is not HTCLiteRoIHead
+        def __init__(self):
+            super().__init__()
+            self.roi_head = nn.Identity()
+
+        def test_step(self, data):
+            return []
+
+    with pytest.raises(TypeError, match='HTCLiteRoIHead'):
+        InstanceSegTTAModel(module=MaskRCNNLike())
+
+
+def test_tta_end_to_end_through_the_test_time_aug_pipeline(tmp_path, scoring_model):
+    """The row's kind of pipeline (mmcv TestTimeAug: 2 scales x 2 flips) into the model."""
     import mmcv
     from mmcv.transforms import Compose
     from mmengine.dataset import pseudo_collate
-    from mmengine.registry import init_default_scope
 
-    init_default_scope('mmdet')
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
     path = tmp_path / 'img.png'
     mmcv.imwrite(img, str(path))
-
-    tta_model_cfg, tta_pipeline = example_tta_cfg(scales=(48, 64), max_per_img=30)
-    tta_pipeline[1]['transforms'].pop(2)  # no annotations for this image
-    pipeline = Compose(tta_pipeline)
+    pipeline = Compose([
+        dict(type='LoadImageFromFile'),
+        dict(type='TestTimeAug', transforms=[
+            [dict(type='Resize', scale=(s, s), keep_ratio=True) for s in (48, 96)],
+            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+            [dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                                   'scale_factor', 'flip', 'flip_direction'))]])])
     item = pipeline(dict(img_path=str(path), img_id=0))
-    assert len(item['inputs']) == 4  # 2 scales x (flip, no flip)
-    assert max(item['data_samples'][0].img_shape) == 48  # longer edge = scale
-    data = pseudo_collate([item])
-
-    torch.manual_seed(0)
-    tta_model_cfg['module'] = _tiny_mask_rcnn_cfg()
-    from mmdet.registry import MODELS
-    from mmengine.config import ConfigDict
-
-    tta = MODELS.build(ConfigDict(tta_model_cfg))
-    assert isinstance(tta, InstanceSegTTAModel)
-    assert tta.module.roi_head.test_cfg.mask_thr_binary == -1  # soft masks from the head
-    assert tta.mask_thr_binary == 0.5
-    tta.module.init_weights()
+    assert len(item['inputs']) == 4
+    tta = InstanceSegTTAModel(module=scoring_model)
     tta.eval()
     with torch.no_grad():
-        out = tta.test_step(data)
-    pred = out[0].pred_instances
-    assert 0 < len(pred) <= 30
+        pred = tta.test_step(pseudo_collate([item]))[0].pred_instances
+    assert 0 < len(pred) <= scoring_model.roi_head.test_cfg.max_per_img
     assert pred.masks.dtype == torch.bool and pred.masks.shape[1:] == (40, 56)
     assert (pred.bboxes[:, 0::2] >= 0).all() and (pred.bboxes[:, 0::2] <= 56).all()
-    assert torch.all(pred.scores[:-1] >= pred.scores[1:])
+    assert (pred.bboxes[:, 1::2] >= 0).all() and (pred.bboxes[:, 1::2] <= 40).all()
+    assert torch.all(pred.scores[:-1] >= pred.scores[1:]) and 'mask_scores' in pred

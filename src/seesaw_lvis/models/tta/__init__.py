@@ -1,4 +1,4 @@
 """Test-time augmentation registered in mmdet's ``MODELS``: ``InstanceSegTTAModel``."""
-from .instance_tta import TTA_SCALES, InstanceSegTTAModel, example_tta_cfg
+from .instance_tta import TTA_SCALES, InstanceSegTTAModel
 
-__all__ = ["InstanceSegTTAModel", "example_tta_cfg", "TTA_SCALES"]
+__all__ = ["InstanceSegTTAModel", "TTA_SCALES"]

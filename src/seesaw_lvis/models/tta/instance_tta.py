@@ -1,234 +1,207 @@
-"""``InstanceSegTTAModel``: multi-scale + flip test-time augmentation for boxes *and* masks.
+"""``InstanceSegTTAModel``: the entry's multi-scale + flip test, HTC's augmented test, for HTC-Lite.
 
-mmdet 3.3's ``DetTTAModel`` merges boxes only and asserts "TTA of instance segmentation does
-not support now". This subclass keeps its box merging (flip undone with ``bbox_flip`` on
-``ori_shape``, concatenation over augmentations, ``batched_nms`` with ``tta_cfg.nms`` --
-per-class NMS for ``type='nms'`` -- then ``tta_cfg.max_per_img``) and adds masks.
+The paper's last row tests "multi-scale ... with horizontal flipping" at 1200-2000 px. The entry
+was built on mmdetection 2.x, whose HTC (``HybridTaskCascadeRoIHead.aug_test``) merged views
+*inside* the detector; mmdet 3.3's ``DetTTAModel`` instead merges finished detections (and
+refuses masks). This model runs the 2.x procedure on a detector with an ``HTCLiteRoIHead``:
 
-What the wrapped detector hands us. mmengine's ``BaseTTAModel.test_step`` runs the detector's
-own ``test_step`` once per augmentation; mmdet detectors predict with ``rescale=True``, so each
-augmentation's boxes *and* masks are already in the original image's frame and size
-(``FCNMaskHead`` pastes masks into ``ori_shape``) -- only the flip remains to be undone.
-(Defensively, a mask of another size is resized to ``ori_shape`` bilinearly.)
+1. Proposals. Each view's RPN proposals are mapped back to the original image (flip undone,
+   scale divided out), concatenated and reduced by NMS with the
+   RPN's own test ``nms`` to its ``max_per_img`` (mmdet 2.x ``merge_aug_proposals``).
+2. Boxes and scores. In every view the SAME merged proposals (mapped into the view) run
+   through the whole cascade: class scores averaged over stages (and over the original and
+   finetuned branches of the RFS row), boxes decoded by the last stage. The boxes, mapped
+   back, and the scores are averaged over the views, then one multi-class NMS with the
+   detector's ``test_cfg.rcnn`` (score threshold, NMS, detections per image) gives the
+   detections (2.x ``merge_aug_bboxes`` + ``multiclass_nms``).
+3. Masks. In every view the mask head runs on the merged detections (mapped into the view);
+   each view's 28 x 28 mask probabilities of the detected class are un-flipped and averaged
+   (2.x ``merge_aug_masks``), then pasted once at the original size and thresholded at
+   ``mask_thr_binary``. With a MaskIoU head (the mask-scoring row) its IoU prediction is
+   averaged over the views the same way and ``mask_scores = score x IoU``: the segm ranking
+   of mask scoring survives TTA (mmdet's LVIS metric ranks masks by ``mask_scores``).
 
-How masks are merged (``tta_cfg.mask_merge``):
-
-* ``'average'`` (default): for each detection kept by NMS, the soft masks of all detections
-  of the *same class* whose box overlaps the kept box by ``IoU >= tta_cfg.mask_match_iou``
-  (default: the NMS IoU threshold), from every augmentation, flip undone, are averaged (plain
-  mean, as mmdet's ``merge_aug_masks``), then thresholded at ``tta_cfg.mask_thr_binary``. NMS
-  picks one box but the suppressed near-duplicates are views of the same object at other
-  scales/flips; averaging their masks is the mask analogue of multi-scale testing and is what
-  mmdet 2.x's HTC/Mask R-CNN ``aug_test`` did (there by re-running the mask head on the merged
-  boxes in every augmentation, which mmengine's TTA design -- predictions first, merge after --
-  does not allow; matching by IoU is the closest equivalent). With binary masks the mean is a
-  vote.
-* ``'own'``: the kept detection's own mask (flip undone), nothing else.
-
-Soft masks: with ``tta_cfg.soft_masks=True`` (default) the model sets the wrapped detector's
-``roi_head.test_cfg.mask_thr_binary = -1`` at construction, which makes ``FCNMaskHead`` return
-``uint8`` probabilities (``p * 255``) instead of booleans; the threshold is applied here after
-averaging. ``tta_cfg.mask_thr_binary`` defaults to the detector's own value (0.5). The
-quantisation to 1/255 moves the threshold by at most 1/255 (a pixel with p in [0.498, 0.5)
-may flip) -- negligible against the gain of averaging probabilities rather than votes.
-
-Scales. The paper: "images scales are 1200, 1400, 1600, 1800 and 2000 pixels". Training
-resized by the *longer* edge (768-1792), so we read the test scales as the longer edge too:
-mmdet's ``Resize(scale=(s, s), keep_ratio=True)`` scales the image so that it fits in an
-``s x s`` square, i.e. longer edge = s (see :func:`example_tta_cfg`). mmdet's own TTA configs
-(``configs/*/*_tta.py``) follow the same mechanism with rectangular (long, short) pairs.
+Views come from mmcv's ``TestTimeAug`` (the row's ``tta_pipeline``), as with mmdet's
+``--tta``: ``data['inputs'][view][image]``. Everything is in the original image's frame at
+the end, as a detector's ``predict(rescale=True)``.
 """
 from __future__ import annotations
 
-import copy
-import warnings
-from typing import List
+from typing import Dict, List
 
 import torch
-import torch.nn.functional as F
-from mmcv.ops import batched_nms
-from mmdet.models.test_time_augs import DetTTAModel
+from mmcv.ops import nms
+from mmdet.models.layers import multiclass_nms
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
-from mmdet.structures.bbox import bbox_flip, bbox_overlaps
-from mmengine.config import ConfigDict
+from mmdet.structures.bbox import bbox2roi, bbox_flip
+from mmengine.model import BaseTTAModel
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-__all__ = ["InstanceSegTTAModel", "example_tta_cfg", "TTA_SCALES"]
+__all__ = ["InstanceSegTTAModel", "TTA_SCALES"]
 
-TTA_SCALES = (1200, 1400, 1600, 1800, 2000)
-
-
-def _unflip_masks(masks: Tensor, flip: bool, direction: str | None) -> Tensor:
-    if not flip:
-        return masks
-    if direction == 'horizontal':
-        return masks.flip(-1)
-    if direction == 'vertical':
-        return masks.flip(-2)
-    if direction == 'diagonal':
-        return masks.flip(-1).flip(-2)
-    raise ValueError(f"Invalid flipping direction '{direction}'")
+TTA_SCALES = (1200, 1400, 1600, 1800, 2000)  # the paper's test scales (longer edge)
 
 
-def _to_prob(masks: Tensor) -> Tensor:
-    """bool -> {0, 1}; uint8 (FCNMaskHead with threshold < 0) -> p = v / 255; float as is."""
-    if masks.dtype == torch.bool:
-        return masks.float()
-    if masks.dtype == torch.uint8:
-        return masks.float() / 255.0
-    return masks.float()
+def _scale(boxes: Tensor, meta: dict) -> Tensor:
+    """mmdet 3's ``scale_factor`` (w, h) repeated over the box columns (x1, y1, x2, y2, ...);
+    mmdet's ``bbox_mapping`` helpers still expect 2.x's four factors."""
+    return boxes.new_tensor(meta['scale_factor']).repeat(boxes.shape[-1] // 2)
+
+
+def _to_view(boxes: Tensor, meta: dict) -> Tensor:
+    """Original-image boxes (..., 4k) into a view: scaled, then flipped."""
+    boxes = boxes * _scale(boxes, meta)
+    if meta.get('flip', False):
+        boxes = bbox_flip(boxes, meta['img_shape'], meta.get('flip_direction') or 'horizontal')
+    return boxes
+
+
+def _from_view(boxes: Tensor, meta: dict) -> Tensor:
+    """A view's boxes back in the original image (flip undone, scale divided out)."""
+    if meta.get('flip', False):
+        boxes = bbox_flip(boxes, meta['img_shape'], meta.get('flip_direction') or 'horizontal')
+    return boxes / _scale(boxes, meta)
+
+
+def _unflip_mask_probs(probs: Tensor, meta: dict) -> Tensor:
+    """RoI mask probabilities [K, h, w] of a flipped view, in the original orientation."""
+    if not meta.get('flip', False):
+        return probs
+    direction = meta.get('flip_direction') or 'horizontal'
+    dims = {'horizontal': (-1, ), 'vertical': (-2, ), 'diagonal': (-2, -1)}.get(direction)
+    if dims is None:
+        raise ValueError(f"Invalid flipping direction '{direction}'")
+    return probs.flip(dims)
 
 
 @MODELS.register_module()
-class InstanceSegTTAModel(DetTTAModel):
-    """``DetTTAModel`` that also merges instance masks (see the module docstring).
+class InstanceSegTTAModel(BaseTTAModel):
+    """HTC's augmented test for detectors with an ``HTCLiteRoIHead`` (see the module docstring).
 
-    ``tta_cfg`` keys: ``nms`` (as DetTTAModel, e.g. ``dict(type='nms', iou_threshold=0.5)``),
-    ``max_per_img`` (300 for LVIS), ``mask_merge`` ('average' | 'own'), ``mask_match_iou``,
-    ``mask_thr_binary``, ``soft_masks`` (bool).
+    Merging uses the detector's own ``test_cfg`` (``rpn`` for proposals, ``rcnn`` for the
+    detections: score threshold, NMS, detections per image, mask threshold), as mmdet 2.x's
+    ``aug_test`` did: nothing of it is configured twice.
     """
 
-    def __init__(self, tta_cfg=None, **kwargs):
-        tta_cfg = ConfigDict(copy.deepcopy(dict(tta_cfg or {})))
-        tta_cfg.setdefault('nms', ConfigDict(type='nms', iou_threshold=0.5))
-        tta_cfg.setdefault('max_per_img', 300)
-        super().__init__(tta_cfg=tta_cfg, **kwargs)
-        self.mask_merge = tta_cfg.get('mask_merge', 'average')
-        if self.mask_merge not in ('average', 'own'):
-            raise ValueError(f"mask_merge must be 'average' or 'own', got {self.mask_merge!r}")
-        self.mask_match_iou = float(
-            tta_cfg.get('mask_match_iou', tta_cfg.nms.get('iou_threshold', 0.5)))
-        detector_thr = self._detector_mask_thr()
-        thr = tta_cfg.get('mask_thr_binary', None)
-        if thr is None:
-            thr = detector_thr if detector_thr is not None and detector_thr >= 0 else 0.5
-        self.mask_thr_binary = float(thr)
-        if tta_cfg.get('soft_masks', True):
-            self._request_soft_masks()
-
-    # ------------------------------------------------------------------ detector test_cfg
-    def _roi_test_cfg(self):
+    def __init__(self, module, data_preprocessor=None):
+        super().__init__(module=module, data_preprocessor=data_preprocessor)
         roi_head = getattr(self.module, 'roi_head', None)
-        cfg = getattr(roi_head, 'test_cfg', None)
-        return cfg if cfg is not None and 'mask_thr_binary' in cfg else None
+        for need in ('_cascade', '_bbox_post_process', '_mask_forward', '_glbctx'):
+            if not hasattr(roi_head, need):
+                raise TypeError(f"InstanceSegTTAModel runs HTC's augmented test: it needs a detector "
+                                f"with an HTCLiteRoIHead (got {type(roi_head).__name__}, no {need})")
 
-    def _detector_mask_thr(self):
-        cfg = self._roi_test_cfg()
-        return None if cfg is None else float(cfg['mask_thr_binary'])
+    def merge_preds(self, data_samples_list):  # pragma: no cover - test_step merges itself
+        raise NotImplementedError('InstanceSegTTAModel merges inside test_step (HTC aug_test)')
 
-    def _request_soft_masks(self) -> None:
-        cfg = self._roi_test_cfg()
-        if cfg is None:
-            warnings.warn('InstanceSegTTAModel: the wrapped model has no '
-                          'roi_head.test_cfg.mask_thr_binary; merging its masks as given '
-                          '(binary masks are averaged as votes).')
-            return
-        cfg['mask_thr_binary'] = -1.0  # FCNMaskHead then returns uint8 probabilities
+    # ------------------------------------------------------------------ the views
+    def _views(self, data: dict) -> List[dict]:
+        """Per view: preprocessed inputs, data samples, features, global context, proposals."""
+        det = self.module
+        num_views = len(data['inputs'])
+        views = []
+        for v in range(num_views):
+            batch = det.data_preprocessor({'inputs': data['inputs'][v],
+                                           'data_samples': data['data_samples'][v]}, False)
+            x = det.extract_feat(batch['inputs'])
+            samples = batch['data_samples']
+            _, glbctx = det.roi_head._glbctx(x)
+            proposals = det.rpn_head.predict(x, samples, rescale=False)
+            views.append(dict(x=x, metas=[s.metainfo for s in samples], samples=samples,
+                              glbctx=glbctx, proposals=proposals))
+        return views
+
+    def _merged_proposals(self, views: List[dict], i: int) -> Tensor:
+        rpn_cfg = self.module.test_cfg.rpn
+        boxes = torch.cat([_from_view(v['proposals'][i].bboxes, v['metas'][i]) for v in views])
+        scores = torch.cat([v['proposals'][i].scores for v in views])
+        if boxes.numel() == 0:
+            return boxes.reshape(0, 4)
+        kept, _ = nms(boxes.contiguous(), scores.contiguous(), rpn_cfg.nms.iou_threshold)
+        order = kept[:, 4].argsort(descending=True)[:rpn_cfg.max_per_img]
+        return kept[order, :4]
+
+    @staticmethod
+    def _glbctx_of(view: dict, i: int):
+        return None if view['glbctx'] is None else view['glbctx'][i:i + 1]
+
+    def _view_feats(self, view: dict, i: int):
+        return tuple(f[i:i + 1] for f in view['x'])
 
     # ------------------------------------------------------------------ merging
-    def _merge_single_sample(self, data_samples: List[DetDataSample]) -> DetDataSample:
-        if data_samples[0].pred_instances.get('masks', None) is None:
-            return super()._merge_single_sample(data_samples)
+    def _merged_detections(self, views: List[dict], i: int, proposals: Tensor) -> InstanceData:
+        roi_head = self.module.roi_head
+        aug_boxes, aug_scores = [], []
+        for view in views:
+            meta = view['metas'][i]
+            rois = bbox2roi([_to_view(proposals, meta)])
+            res = roi_head._cascade(self._view_feats(view, i), rois, [meta], (len(proposals), ),
+                                    self._glbctx_of(view, i))
+            dense = roi_head._bbox_post_process(res['reg_rois'][0], res['scores'][0],
+                                                res['bbox_preds'][0], meta, rescale=False,
+                                                rcnn_test_cfg=None)
+            aug_boxes.append(_from_view(dense.bboxes, meta))
+            aug_scores.append(dense.scores)
+        boxes = torch.stack(aug_boxes).mean(dim=0)
+        scores = torch.stack(aug_scores).mean(dim=0)
+        cfg = roi_head.test_cfg
+        det_bboxes, det_labels = multiclass_nms(boxes, scores, cfg.score_thr, cfg.nms, cfg.max_per_img,
+                                                box_dim=4)
+        return InstanceData(bboxes=det_bboxes[:, :4], scores=det_bboxes[:, 4], labels=det_labels)
 
-        aug_bboxes, aug_scores, aug_labels, aug_masks, img_metas = [], [], [], [], []
-        aug_index, local_index = [], []
-        for a, sample in enumerate(data_samples):
-            inst = sample.pred_instances
-            aug_bboxes.append(inst.bboxes)
-            aug_scores.append(inst.scores)
-            aug_labels.append(inst.labels)
-            aug_masks.append(inst.masks)
-            img_metas.append(sample.metainfo)
-            n = len(inst.bboxes)
-            aug_index.append(torch.full((n, ), a, dtype=torch.long))
-            local_index.append(torch.arange(n))
-        bboxes, scores = self.merge_aug_bboxes(aug_bboxes, aug_scores, img_metas)
-        labels = torch.cat(aug_labels, dim=0)
-        aug_index = torch.cat(aug_index)
-        local_index = torch.cat(local_index)
+    def _merged_masks(self, views: List[dict], i: int, dets: InstanceData) -> Dict[str, Tensor]:
+        """Mask probabilities [K, h, w] and mask IoU [K] (None without a MaskIoU head), each
+        averaged over the views."""
+        roi_head = self.module.roi_head
+        idx = torch.arange(len(dets), device=dets.bboxes.device)
+        probs, ious = 0, 0
+        for view in views:
+            meta = view['metas'][i]
+            rois = bbox2roi([_to_view(dets.bboxes, meta)])
+            out = roi_head._mask_forward(self._view_feats(view, i), rois, self._glbctx_of(view, i))
+            logits = out['mask_preds'][idx, dets.labels]  # the detected class (class-specific head)
+            probs = probs + _unflip_mask_probs(logits.sigmoid(), meta)
+            if roi_head.with_mask_iou:
+                ious = ious + roi_head.mask_iou_head(out['mask_feats'], logits)[idx, dets.labels]
+        n = len(views)
+        return {'probs': probs / n, 'iou': ious / n if roi_head.with_mask_iou else None}
 
-        ori_h, ori_w = (int(v) for v in img_metas[0]['ori_shape'][:2])
-        result = data_samples[0]
-        if bboxes.numel() == 0:
-            empty = InstanceData()
-            empty.bboxes = bboxes.reshape(0, 4)
-            empty.scores = scores.reshape(0)
-            empty.labels = labels.reshape(0)
-            empty.masks = torch.zeros(0, ori_h, ori_w, dtype=torch.bool, device=bboxes.device)
-            result.pred_instances = empty
-            return result
+    def _paste(self, probs: Tensor, dets: InstanceData, ori_shape) -> Tensor:
+        """The averaged probabilities pasted at the original size (FCNMaskHead's paste and
+        threshold, already activated: ``activate_map``)."""
+        roi_head = self.module.roi_head
+        meta = {'ori_shape': ori_shape, 'scale_factor': (1.0, 1.0)}
+        zeros = torch.zeros_like(dets.labels)  # probs hold the detected class's map only
+        return roi_head.mask_head._predict_by_feat_single(
+            mask_preds=probs[:, None], bboxes=dets.bboxes.clone(), labels=zeros, img_meta=meta,
+            rcnn_test_cfg=roi_head.test_cfg, rescale=False, activate_map=True)
 
-        det_bboxes, keep = batched_nms(bboxes, scores, labels, self.tta_cfg.nms)
-        max_per_img = self.tta_cfg.max_per_img
-        det_bboxes, keep = det_bboxes[:max_per_img], keep[:max_per_img]
-        det_labels = labels[keep]
-
-        def soft_mask(i: int) -> Tensor:
-            a, j = int(aug_index[i]), int(local_index[i])
-            meta = img_metas[a]
-            m = _to_prob(aug_masks[a][j])
-            m = _unflip_masks(m, bool(meta.get('flip', False)), meta.get('flip_direction'))
-            if tuple(m.shape[-2:]) != (ori_h, ori_w):
-                m = F.interpolate(m[None, None], size=(ori_h, ori_w), mode='bilinear',
-                                  align_corners=False)[0, 0]
-            return m
-
-        if self.mask_merge == 'average':
-            ious = bbox_overlaps(bboxes[keep], bboxes)  # (K, N), all merged boxes
-            same = det_labels[:, None] == labels[None, :]
-            matched = (ious >= self.mask_match_iou) & same
-            matched[torch.arange(len(keep)), keep] = True  # always itself
-        masks = torch.zeros(len(keep), ori_h, ori_w, dtype=torch.bool, device=bboxes.device)
-        for k, i in enumerate(keep.tolist()):
-            if self.mask_merge == 'own':
-                prob = soft_mask(i)
-            else:
-                members = matched[k].nonzero(as_tuple=False).flatten().tolist()
-                prob = soft_mask(members[0])
-                for i2 in members[1:]:
-                    prob = prob + soft_mask(i2)
-                prob = prob / len(members)
-            masks[k] = prob >= self.mask_thr_binary
-
-        results = InstanceData()
-        results.bboxes = det_bboxes[:, :-1].clone()
-        results.scores = det_bboxes[:, -1].clone()
-        results.labels = det_labels
-        results.masks = masks
-        result.pred_instances = results
-        return result
-
-
-def example_tta_cfg(scales=TTA_SCALES, max_per_img: int = 300,
-                    nms_iou: float = 0.5, backend_args=None) -> tuple[dict, list]:
-    """``(tta_model, tta_pipeline)`` for the paper's TTA: 5 scales (longer edge) x flip.
-
-    Use as in mmdet's ``tools/test.py --tta``: ``cfg.tta_model.module = cfg.model;
-    cfg.model = cfg.tta_model`` and the test dataset's ``pipeline = tta_pipeline``.
-    """
-    tta_model = dict(
-        type='InstanceSegTTAModel',
-        tta_cfg=dict(
-            nms=dict(type='nms', iou_threshold=nms_iou),  # per-class (batched) NMS
-            max_per_img=max_per_img,
-            mask_merge='average',
-            mask_match_iou=nms_iou,
-            mask_thr_binary=0.5,
-            soft_masks=True))
-    tta_pipeline = [
-        dict(type='LoadImageFromFile', backend_args=backend_args),
-        dict(
-            type='TestTimeAug',
-            transforms=[
-                # (s, s) + keep_ratio: the image fits an s x s square -> longer edge = s
-                [dict(type='Resize', scale=(s, s), keep_ratio=True) for s in scales],
-                [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
-                [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
-                [dict(type='PackDetInputs',
-                      meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                 'scale_factor', 'flip', 'flip_direction'))],
-            ]),
-    ]
-    return tta_model, tta_pipeline
+    def test_step(self, data) -> List[DetDataSample]:
+        views = self._views(data)
+        roi_head = self.module.roi_head
+        outputs = []
+        for i in range(len(views[0]['metas'])):
+            ori_shape = views[0]['metas'][i]['ori_shape'][:2]
+            proposals = self._merged_proposals(views, i)
+            dets = self._merged_detections(views, i, proposals)
+            if roi_head.with_mask:
+                if len(dets):
+                    merged = self._merged_masks(views, i, dets)
+                    dets.masks = self._paste(merged['probs'], dets, ori_shape)
+                    if merged['iou'] is not None:
+                        dets.mask_scores = dets.scores * merged['iou']
+                else:
+                    dets.masks = torch.zeros(0, *ori_shape, dtype=torch.bool, device=dets.bboxes.device)
+                    if roi_head.with_mask_iou:
+                        dets.mask_scores = dets.scores.clone()
+            sample = views[0]['samples'][i]
+            result = DetDataSample(metainfo={k: v for k, v in sample.metainfo.items()
+                                             if k not in ('flip', 'flip_direction')})
+            for key in ('gt_instances', 'ignored_instances'):
+                if key in sample:
+                    result.set_field(sample.get(key), key)
+            result.pred_instances = dets
+            outputs.append(result)
+        return outputs

@@ -1,4 +1,0 @@
-"""Layers registered in mmdet's ``MODELS``: ``TauNormedLinear`` (eq. 3)."""
-from .normed_linear import NormedLinearTau
-
-__all__ = ["NormedLinearTau"]
