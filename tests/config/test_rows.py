@@ -21,6 +21,8 @@ MODIFICATIONS = {
     "t1_eql": ["model.roi_head.bbox_head.loss_cls", "model.roi_head.bbox_head.init_cfg"],
     "t1_seesaw": ["model.roi_head.bbox_head.loss_cls", "model.roi_head.bbox_head.cls_predictor_cfg"],
     "t2_mask_rcnn": ["train_cfg", "param_scheduler"],
+    # the box head type: a normalised box head needs convs (mmdet's gn-all configs switch to
+    # Shared4Conv1FC for it); see configs/t2_02_syncbn.py
     "t2_syncbn": ["norm_cfg", "model.backbone.norm_cfg", "model.backbone.norm_eval", "model.neck.norm_cfg",
                   "model.roi_head.bbox_head.type", "model.roi_head.bbox_head.norm_cfg",
                   "model.roi_head.mask_head.norm_cfg"],
@@ -127,11 +129,12 @@ def test_full_configs_carry_the_papers_values(lvis_params):
         assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16, r
     assert cfgs["t1_ce"].train_cfg.max_epochs == 12
     assert cfgs["t2_mask_rcnn"].train_cfg.max_epochs == 24
+    assert cfgs["t1_seesaw"].model.roi_head.bbox_head.cls_predictor_cfg == dict(type="NormedLinear", tempearture=20)
     for loss in [cfgs["t1_seesaw"].model.roi_head.bbox_head.loss_cls,
                  *(h.loss_cls for h in cfgs["t2_seesaw"].model.roi_head.bbox_head)]:
         assert loss.type == "DistSeesawLoss" and loss.p == 0.8 and loss.q == 2.0
     for head in cfgs["t2_seesaw"].model.roi_head.bbox_head:
-        assert head.cls_predictor_cfg.tau == 20.0 and head.pc_cls is False and head.pc_loc is True
+        assert head.cls_predictor_cfg == dict(type="NormedLinear", tempearture=20) and head.pc_cls is False and head.pc_loc is True
     aug = cfgs["t2_train_aug"]
     assert aug.train_cfg.max_epochs == 45
     assert [s for s in aug.param_scheduler if s.type == "MultiStepLR"][0].milestones == [30, 40]

@@ -5,7 +5,7 @@ _base_ = './t1_02_eql.py'
 model = dict(
     roi_head=dict(
         bbox_head=dict(
-            cls_predictor_cfg=dict(type='TauNormedLinear', tau=20.0),
+            cls_predictor_cfg=dict(type='NormedLinear', tempearture=20),  # mmdet's spelling
             loss_cls=dict(
                 _delete_=True,
                 type='DistSeesawLoss',

@@ -12,7 +12,7 @@ def seesaw_tsd_head(stds):
         pc_cls_weight=1.0, pc_loc_weight=1.0,
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.], target_stds=stds),
         reg_class_agnostic=True,
-        cls_predictor_cfg=dict(type='TauNormedLinear', tau=20.0),
+        cls_predictor_cfg=dict(type='NormedLinear', tempearture=20),  # mmdet's spelling
         loss_cls=dict(type='DistSeesawLoss', p=0.8, q=2.0, num_classes=1203, loss_weight=1.0),
         loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))
 

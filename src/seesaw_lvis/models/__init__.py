@@ -2,7 +2,7 @@
 
 ``custom_imports=dict(imports=['seesaw_lvis.models'], allow_failed_imports=False)`` in a
 config (or ``import seesaw_lvis.models``) registers everything: this package imports its
-own ``losses`` and ``layers`` and then every other sub-package/module of
+own ``losses`` and then every other sub-package/module of
 ``seesaw_lvis.models`` (heads, necks, ... written alongside), in name order, so a new
 module registers without editing this file. An error in one of them is raised, not
 swallowed. It also applies ``seesaw_lvis.compat.install()`` (the fixes for the pinned
@@ -27,8 +27,8 @@ def _import_submodules() -> list[str]:
 
 compat.install()  # first: checkpoint allow-list and the lvis numpy alias
 
-from . import layers, losses  # noqa: E402,F401  (registration side effects)
+from . import losses  # noqa: E402,F401  (registration side effects)
 
 SUBMODULES = _import_submodules()
 
-__all__ = ["layers", "losses", "SUBMODULES"]
+__all__ = ["losses", "SUBMODULES"]
