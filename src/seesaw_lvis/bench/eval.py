@@ -1,45 +1,68 @@
-"""Benchmark of the LVIS evaluation: lvis-api 0.5.3 vs ``seesaw_lvis.evaluation`` (same inputs).
+"""Benchmark of the LVIS evaluation: ours vs lvis-api 0.5.3 vs faster-coco-eval 1.8.0, same inputs.
 
 A synthetic LVIS v1 ground truth is built deterministically from ``seed`` (``num_images``
 images of 640 x 480 with 1-4 positive categories each, 1-4 polygon instances per category,
-object sizes log-uniform so that the small / medium / large ranges all fill, 60 categories
-split into rare / common / frequent, negative and not-exhaustive lists as in LVIS), and
-``dets_per_image`` detections per image: jittered copies of the GT (box and mask moved and
-scaled together; some with a wrong category) plus false positives of random categories at
-random places, scores rounded to 3 decimals (ties are frequent, as in real detectors' output
-after score quantisation), masks as compressed RLE.
+object sizes log-uniform so that the small / medium / large ranges all fill, 1203 categories
+split into rare / common / frequent as in LVIS v1, negative and not-exhaustive lists as in
+LVIS), and ``dets_per_image`` detections per image: jittered copies of the GT (box and mask
+moved and scaled together; some with a wrong category) plus false positives of random
+categories at random places, scores rounded to 3 decimals (ties are frequent, as in real
+detectors' output after score quantisation), masks as compressed RLE. The default sizes are
+1,000 images and LVIS v1 val's 19,809, with 300 detections per image.
 
-Both evaluators read the same two JSON files and run in this process, one IoU type at a
-time: lvis-api as ``LVIS(gt)`` + ``LVISResults(gt, results)`` + ``LVISEval(...).run()``,
-ours as ``evaluate(gt, results, iou_types=(t,))``. Times are wall-clock seconds of one
-run each (``time.perf_counter``); ``max_abs_diff`` is the largest difference over the
-summary metrics (AP..APf, AR@300..ARl@300) and every per-category AP. Reading the JSON is
-a large share of both (the same ``json.load`` for both), so ``in_memory`` also times the
-evaluation alone: ours on the loaded GT dict and results list, lvis-api as
-``LVISResults(lvis_gt, results)`` + ``LVISEval(...).run()`` on an already built ``LVIS``.
+For each size the two JSON files are written once to a temporary folder, by a child process
+(so that the GB of Python objects at val size are gone before any evaluator runs). Then each
+(evaluator, IoU type) runs in a fresh child interpreter of its own, which reads the two files
+itself and evaluates one IoU type:
 
-``run(Path('reports/bench/eval.json'))`` writes the JSON atomically (``seesaw_lvis.io``).
+* ``ours``: ``seesaw_lvis.evaluation.lvis_eval.evaluate(gt, results, iou_types=(t,))``;
+* ``lvis_api``: ``LVIS(gt)`` + ``LVISResults(gt, results, max_dets=300)`` +
+  ``LVISEval(...).run()`` (:func:`lvis_api_metrics`);
+* ``faster_coco_eval``: ``COCO(gt)`` + ``loadRes`` of each image's 300 top-scoring results
+  (what ``LVISResults`` keeps) + ``COCOeval_faster(..., lvis_style=True)`` with
+  ``params.maxDets = [300]`` (:func:`faster_coco_eval_metrics`), its defaults otherwise (segm
+  IoUs computed in a pool of up to min(CPUs, 8) threads).
+
+``seconds`` is the wall time (``time.perf_counter``) of load + evaluate in the child, its
+imports done before the clock starts. ``peak_rss_mb`` is the child's own high-water RSS: the
+``VmHWM`` of ``/proc/self/status`` (where there is none, ``ru_maxrss``). Not ``ru_maxrss`` on
+Linux: across ``exec`` it keeps the parent's peak, so every child would report at least the
+bench's own. It includes the interpreter, this module's imports (numpy, pycocotools) and the
+evaluator's (lvis-api's pull in cv2 and matplotlib). A child that dies (e.g. killed by the kernel for
+memory: lvis-api at val size may not fit) is recorded as ``{"error", "returncode"}``, one that
+runs past ``timeout`` s as ``{"error": "timeout after ... s"}``, and the others still run.
+``max_abs_diff`` is the largest difference to lvis-api over the summary metrics (AP..APf,
+AR@300..ARl@300) and every per-category AP (None where lvis-api has no result);
+``time_ratio`` is ours' seconds over lvis-api's and over faster-coco-eval's.
+
+``run(Path('reports/bench/eval.json'))`` writes the JSON atomically (``seesaw_lvis.io``), after
+each size; ``python -m seesaw_lvis.bench.eval --num-images 1000 --timeout 600`` picks sizes.
 """
 from __future__ import annotations
 
 import argparse
-import copy
+import importlib
 import importlib.metadata as md
 import json
 import math
 import platform
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from seesaw_lvis.bench import peak_rss_mb
 from seesaw_lvis.evaluation.lvis_eval import SUMMARY_KEYS
-from seesaw_lvis.io import write_json
+from seesaw_lvis.io import read_json, write_json
 
-__all__ = ["run", "main", "make_gt", "make_detections", "lvis_api_metrics", "max_abs_diff"]
+__all__ = ["run", "main", "make_gt", "make_detections", "lvis_api_metrics", "faster_coco_eval_metrics",
+           "max_abs_diff", "EVALUATORS", "SIZES"]
 
 IMAGE_W, IMAGE_H = 640, 480
 NUM_CATS = 1203  # LVIS v1 (lvis-api's cost grows with images x categories)
@@ -157,10 +180,23 @@ def make_detections(gt: dict, dets_per_image: int = 300, seed: int = 0, segm: bo
     return out
 
 
+def _summary(values: dict, prec: np.ndarray, cat_ids: Sequence[int]) -> dict:
+    """Our output format: ``values`` (our summary key -> number, -1 for none) and per-category AP
+    from ``prec`` (IoU x recall x category, area 'all'), -1 and empty cells as None."""
+    out: dict[str, Any] = {k: (None if float(values[k]) == -1 else float(values[k])) for k in SUMMARY_KEYS}
+    per_class = {}
+    for k, cid in enumerate(cat_ids):
+        p = prec[:, :, k]
+        p = p[p > -1]
+        per_class[str(int(cid))] = float(np.mean(p)) if p.size else None
+    out["per_class"] = per_class
+    return out
+
+
 def _lvis_gt(gt_path: str | Path):
     from seesaw_lvis import compat
 
-    compat.install()
+    compat.restore_numpy_float_alias()  # the one fix lvis 0.5.3 needs (not torch's or mmengine's)
     from lvis import LVIS
 
     return LVIS(str(gt_path))
@@ -173,7 +209,7 @@ def lvis_api_metrics(gt: Any, results: Any, iou_type: str, max_dets: int = 300) 
     lvis-api: pass a copy)."""
     from seesaw_lvis import compat
 
-    compat.install()
+    compat.restore_numpy_float_alias()
     from lvis import LVIS, LVISEval, LVISResults
 
     lvis_gt = gt if isinstance(gt, LVIS) else _lvis_gt(gt)
@@ -181,16 +217,48 @@ def lvis_api_metrics(gt: Any, results: Any, iou_type: str, max_dets: int = 300) 
                           max_dets=max_dets)
     ev = LVISEval(lvis_gt, lvis_dt, iou_type)
     ev.run()
-    res = ev.get_results()
-    out: dict[str, Any] = {k: (None if float(res[k]) == -1 else float(res[k])) for k in SUMMARY_KEYS}
-    prec = ev.eval["precision"]
-    per_class = {}
-    for k, cid in enumerate(ev.params.cat_ids):
-        p = prec[:, :, k, 0]
-        p = p[p > -1]
-        per_class[str(cid)] = float(np.mean(p)) if p.size else None
-    out["per_class"] = per_class
-    return out
+    return _summary(ev.get_results(), ev.eval["precision"][:, :, :, 0], ev.params.cat_ids)
+
+
+# faster-coco-eval's ``stats_as_dict`` labels (lvis_style, maxDets=[300]) of our summary keys:
+# its first AR slot ("AR_all") is AR at maxDets[0] = 300, the area ARs are at maxDets[-1] = 300.
+_FCE_KEYS = {"AP": "AP_all", "AP50": "AP_50", "AP75": "AP_75", "APs": "AP_small", "APm": "AP_medium",
+             "APl": "AP_large", "APr": "APr", "APc": "APc", "APf": "APf", "AR@300": "AR_all",
+             "ARs@300": "AR_small", "ARm@300": "AR_medium", "ARl@300": "AR_large"}
+
+
+def _top_per_image(results: list[dict], max_dets: int) -> list[dict]:
+    """Each image's ``max_dets`` top-scoring results, in ``LVISResults.limit_dets_per_image``'s
+    order (grouped by image; a stable sort, so ties keep the file's order)."""
+    by_img: dict[int, list[dict]] = {}
+    for r in results:
+        by_img.setdefault(r["image_id"], []).append(r)
+    return [r for rs in by_img.values()
+            for r in (rs if len(rs) <= max_dets else sorted(rs, key=lambda r: r["score"], reverse=True)[:max_dets])]
+
+
+def faster_coco_eval_metrics(gt: str | Path, results: str | Path | list, iou_type: str, max_dets: int = 300
+                             ) -> dict:
+    """faster-coco-eval's LVIS-style metrics in our output format (as :func:`lvis_api_metrics`).
+
+    LVIS's rules as lvis-api applies them: ``lvis_style=True`` (a detection counts only where
+    its category is among the image's positive or negative ones; unmatched ones of a
+    not-exhaustive category are ignored; APr/c/f by the categories' ``frequency``), each image's
+    ``max_dets`` top-scoring results kept (``LVISResults``) and ``params.maxDets = [max_dets]``
+    (lvis-api's per image and category cap). ``results``: a file or list (modified: pass a copy)."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    coco_gt = COCO(str(gt))
+    if not isinstance(results, list):
+        results = json.loads(Path(results).read_text())
+    ev = COCOeval_faster(coco_gt, coco_gt.loadRes(_top_per_image(results, max_dets)), iou_type,
+                         lvis_style=True)
+    ev.params.maxDets = [max_dets]
+    ev.run()
+    stats = ev.stats_as_dict
+    # precision: IoU x recall x category x area x maxDets
+    return _summary({k: stats[v] for k, v in _FCE_KEYS.items()}, ev.eval["precision"][:, :, :, 0, -1],
+                    ev.params.catIds)
 
 
 def max_abs_diff(a: dict, b: dict) -> float:
@@ -215,9 +283,79 @@ def max_abs_diff(a: dict, b: dict) -> float:
     return worst
 
 
+def _ours_metrics(gt: str, results: str, iou_type: str) -> dict:
+    from seesaw_lvis.evaluation.lvis_eval import evaluate
+
+    return evaluate(gt, results, iou_types=(iou_type,))[iou_type]
+
+
+def _write_inputs(folder: str, num_images: int, dets_per_image: int, seed: int, num_cats: int) -> dict:
+    """The GT and detections files of one size in ``folder`` (gt.json, dt.json); their counts."""
+    gt = make_gt(num_images, seed, num_cats)
+    dets = make_detections(gt, dets_per_image, seed)
+    Path(folder, "gt.json").write_text(json.dumps(gt))
+    Path(folder, "dt.json").write_text(json.dumps(dets))
+    return {"num_gt": len(gt["annotations"]), "num_detections": len(dets)}
+
+
+# name -> (module imported before the clock starts, function of (gt, results, iou_type) files)
+EVALUATORS = {"ours": ("seesaw_lvis.evaluation.lvis_eval", _ours_metrics),
+              "lvis_api": ("lvis", lvis_api_metrics),
+              "faster_coco_eval": ("faster_coco_eval", faster_coco_eval_metrics)}
+_TASKS = {**EVALUATORS, "inputs": (None, _write_inputs)}
+IOU_TYPES = ("bbox", "segm")
+SIZES = (1000, 19_809)  # images; LVIS v1 val has 19,809
+_CHILD = "import sys; from seesaw_lvis.bench.eval import _child; _child(*sys.argv[1:])"
+
+
+def _child(task: str, out: str, kwargs: str) -> None:
+    """A child process's entry point: ``task`` (an evaluator's name or "inputs") on the JSON
+    ``kwargs``; writes ``{"result", "seconds", "peak_rss_mb"}`` to ``out``."""
+    module, fn = _TASKS[task]
+    if module:
+        importlib.import_module(module)
+    t0 = time.perf_counter()
+    result = fn(**json.loads(kwargs))
+    seconds = time.perf_counter() - t0
+    write_json(out, {"result": result, "seconds": seconds, "peak_rss_mb": peak_rss_mb()})
+
+
+def _in_child(task: str, kwargs: dict, folder: str | Path, timeout: float | None = None) -> dict:
+    """``_child(task, ...)`` in a fresh interpreter: what it wrote, or ``{"error", "returncode"}``."""
+    out = Path(folder) / f"{task}.out.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-c", _CHILD, task, str(out), json.dumps(kwargs)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:g} s"}
+    if p.returncode < 0:
+        sig = -p.returncode
+        oom = " (out of memory?)" if sig == signal.SIGKILL else ""
+        return {"error": f"killed by signal {sig}{oom}", "returncode": p.returncode}
+    if p.returncode:
+        last = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        return {"error": f"exit status {p.returncode}: {last}", "returncode": p.returncode}
+    return read_json(out)
+
+
+def _compare(runs: dict[str, dict]) -> dict:
+    """One IoU type's row: per evaluator its numbers (or its error), and ours' time ratios."""
+    ref = runs["lvis_api"].get("result")
+    row: dict[str, Any] = {}
+    for name, r in runs.items():
+        row[name] = r if "error" in r else {
+            "seconds": round(r["seconds"], 4), "peak_rss_mb": round(r["peak_rss_mb"], 1),
+            "AP": r["result"]["AP"], "max_abs_diff": None if ref is None else max_abs_diff(r["result"], ref)}
+    row["time_ratio"] = {f"ours/{other}": (round(runs["ours"]["seconds"] / runs[other]["seconds"], 3)
+                                           if "error" not in runs["ours"] and "error" not in runs[other] else None)
+                         for other in ("lvis_api", "faster_coco_eval")}
+    return row
+
+
 def _versions() -> dict:
     out = {"python": platform.python_version()}
-    for pkg in ("numpy", "pycocotools", "lvis", "mmdet"):
+    for pkg in ("numpy", "pycocotools", "lvis", "faster-coco-eval"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:  # pragma: no cover
@@ -225,53 +363,41 @@ def _versions() -> dict:
     return out
 
 
-def run(out: Path = Path("reports/bench/eval.json"), num_images: int = 1000, dets_per_image: int = 300,
-        seed: int = 0) -> dict:
-    from seesaw_lvis.evaluation.lvis_eval import evaluate
-
-    gt = make_gt(num_images, seed)
-    dets = make_detections(gt, dets_per_image, seed)
-    result: dict[str, Any] = {"num_images": num_images, "dets_per_image": dets_per_image, "seed": seed,
-                              "num_gt": len(gt["annotations"]), "num_detections": len(dets),
-                              "num_categories": len(gt["categories"]), "versions": _versions(),
-                              "machine": platform.processor() or platform.machine()}
-    with tempfile.TemporaryDirectory() as tmp:
-        gt_path, dt_path = Path(tmp) / "gt.json", Path(tmp) / "dt.json"
-        gt_path.write_text(json.dumps(gt))
-        dt_path.write_text(json.dumps(dets))
-        lvis_api_metrics(gt_path, dets[:10], "bbox")  # imports lvis (and matplotlib) untimed
-        for t in ("bbox", "segm"):
-            # end to end, from the two files
-            t0 = time.perf_counter()
-            ours = evaluate(gt_path, dt_path, iou_types=(t,))[t]
-            t1 = time.perf_counter()
-            theirs = lvis_api_metrics(gt_path, dt_path, t)
-            t2 = time.perf_counter()
-            # in memory: GT and results already loaded (lvis: LVIS(gt) and the copy untimed)
-            lvis_gt, dets_copy = _lvis_gt(gt_path), copy.deepcopy(dets)
-            t3 = time.perf_counter()
-            evaluate(gt, dets, iou_types=(t,))
-            t4 = time.perf_counter()
-            lvis_api_metrics(lvis_gt, dets_copy, t)
-            t5 = time.perf_counter()
-            result[t] = {"lvis_api_s": round(t2 - t1, 3), "ours_s": round(t1 - t0, 3),
-                         "speedup": round((t2 - t1) / (t1 - t0), 2),
-                         "max_abs_diff": max_abs_diff(ours, theirs),
-                         "in_memory": {"lvis_api_s": round(t5 - t4, 3), "ours_s": round(t4 - t3, 3),
-                                       "speedup": round((t5 - t4) / (t4 - t3), 2)},
-                         "AP_ours": ours["AP"], "AP_lvis_api": theirs["AP"]}
-    write_json(out, result)
+def run(out: Path = Path("reports/bench/eval.json"), sizes: Sequence[int] = SIZES, dets_per_image: int = 300,
+        seed: int = 0, timeout: float = 3600.0, num_cats: int = NUM_CATS) -> dict:
+    """Every evaluator on every size and IoU type, each in a child process of its own (module
+    docstring); writes ``out`` after each size and returns what it holds."""
+    result: dict[str, Any] = {"dets_per_image": dets_per_image, "seed": seed, "num_categories": num_cats,
+                              "timeout_s": timeout, "versions": _versions(),
+                              "machine": platform.processor() or platform.machine(), "sizes": {}}
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            made = _in_child("inputs", {"folder": tmp, "num_images": n, "dets_per_image": dets_per_image,
+                                        "seed": seed, "num_cats": num_cats}, tmp)
+            entry: dict[str, Any] = {"num_images": n}
+            if "error" in made:
+                entry["error"] = f"making the inputs: {made['error']}"
+            else:
+                entry.update(made["result"], generate_s=round(made["seconds"], 3))
+                files = {"gt": str(Path(tmp, "gt.json")), "results": str(Path(tmp, "dt.json"))}
+                for t in IOU_TYPES:
+                    entry[t] = _compare({name: _in_child(name, {**files, "iou_type": t}, tmp, timeout)
+                                         for name in EVALUATORS})
+        result["sizes"][str(n)] = entry
+        write_json(out, result)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("reports/bench/eval.json"))
-    p.add_argument("--num-images", type=int, default=1000)
+    p.add_argument("--num-images", type=int, nargs="+", default=list(SIZES),
+                   help="sizes to run, in images (default: 1000 and LVIS v1 val's 19809)")
     p.add_argument("--dets-per-image", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per evaluator child (default 3600)")
     a = p.parse_args(argv)
-    print(json.dumps(run(a.out, a.num_images, a.dets_per_image, a.seed), indent=2))
+    print(json.dumps(run(a.out, a.num_images, a.dets_per_image, a.seed, a.timeout), indent=2))
     return 0
 
 
