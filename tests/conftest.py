@@ -126,6 +126,35 @@ def set_params(repo: Path, **changes) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+# The checkout's own outputs and stores: a test works in its own tmp dir and tracking store,
+# never here (the user's experiment, their results and reports).
+USER_OUTPUTS = ("mlflow.db", "mlruns", "mlartifacts", "results", "data", "reports", "logs")
+
+
+def outputs_snapshot(root: Path) -> dict:
+    """``{relative path: (size, mtime_ns)}`` of every file under the user's outputs."""
+    found = {}
+    for name in USER_OUTPUTS:
+        path = root / name
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        for f in files:
+            st = f.stat()
+            found[str(f.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_outputs_untouched():
+    """Fails the session (an error at the last test's teardown) if any test created, changed or
+    removed a file of the checkout's mlflow.db, mlruns/, mlartifacts/, results/, data/,
+    reports/ or logs/."""
+    before = outputs_snapshot(REPO)
+    yield
+    after = outputs_snapshot(REPO)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the tests wrote into the checkout's own outputs ({len(changed)} files): {changed[:20]}"
+
+
 @pytest.fixture(autouse=True)
 def mmdet_default_scope():
     """Each test builds modules in mmdet's registry scope, whatever an earlier test's Runner

@@ -120,13 +120,9 @@ def _seed_of(params, row_id: str, seed: int | None) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from seesaw_lvis.data.download import file_digest
-    from seesaw_lvis.evaluation import lvis_eval
-
     if args.row:  # a row: predict with its checkpoint, then evaluate the results files
         from seesaw_lvis import params as P
-        from seesaw_lvis.engine.predict import predict
-        from seesaw_lvis.workflow.lineage import stage_lineage
+        from seesaw_lvis.engine.evaluate import evaluate_row
 
         if not (args.params and args.checkpoint and args.out_dir):
             raise ValueError("evaluate --row needs --params, --checkpoint and --out-dir")
@@ -134,30 +130,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if args.row not in params["rows"]:
             raise ValueError(f"--row {args.row}: not a row of params/rows.yaml ({', '.join(params['rows'])})")
         seed = _seed_of(params, args.row, args.seed)
-        out_dir = Path(args.out_dir)
-        lineage = stage_lineage(params, f"evaluate_{args.row}_s{seed}")
-        files = predict(params, args.row, Path(args.checkpoint), out_dir, seed=seed)
-        gt = P.dataset_dir(params) / "annotations" / "lvis_v1_val.json"
-        metrics = {}
-        for iou_type, results in files.items():
-            m, matches = lvis_eval.evaluate_with_matches(gt, results, iou_types=(iou_type,))
-            metrics.update(m)
-            matches[iou_type].save(out_dir / f"matches.{iou_type}.npz")  # the report's bootstrap
-        # The checkpoint's hash: which weights these numbers belong to (provenance), and a
-        # retrained row always changes its metrics file, so DVC re-runs what reads it.
-        metrics["meta"] = {"row": args.row, "seed": seed, "checkpoint": args.checkpoint,
-                           "checkpoint_sha256": file_digest(Path(args.checkpoint)), "gt": str(gt),
-                           "scale": params["scale"], "dataset": params["dataset"]}
-        if lineage is not None:  # the report reads this file: see seesaw_lvis.workflow.lineage
-            metrics["meta"]["lineage"] = lineage
-        from seesaw_lvis.engine import tracking
-        from seesaw_lvis.io import write_json
-
-        out = write_json(out_dir / "metrics.json", metrics)
-        write_json(out_dir / "summary.json", lvis_eval.headline(metrics))  # `dvc metrics show`
-        artifacts = [out, Path(args.checkpoint).parent / "config.py", *([Path(args.log)] if args.log else [])]
-        tracking.log_evaluation(params, args.row, metrics, [a for a in artifacts if a.is_file()], seed=seed)
+        metrics = evaluate_row(params, args.row, seed, Path(args.checkpoint), Path(args.out_dir),
+                               Path(args.log) if args.log else None)
+        out = Path(args.out_dir) / "metrics.json"
     else:
+        from seesaw_lvis.evaluation import lvis_eval
+
         if not (args.gt and args.results and args.out):
             raise ValueError("evaluate needs either --row ... or --gt, --results and --out")
         metrics = lvis_eval.run(args.gt, args.results, tuple(args.iou_type), Path(args.out))
@@ -204,7 +182,7 @@ def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    out = Path(args.out or f"reports/bench/{args.what}.json")
+    out = Path(args.out or f"reports/bench/{args.what.replace('-', '_')}.json")
     if args.what == "loss":
         from seesaw_lvis.bench import loss
 
@@ -212,12 +190,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "eval":
         from seesaw_lvis.bench import eval as eval_bench
 
-        eval_bench.run(out)
+        eval_bench.run(out, sizes=args.num_images or eval_bench.SIZES, timeout=args.timeout)
+    elif args.what == "stats":
+        from seesaw_lvis.bench import stats
+
+        stats.run(out, params_file=args.params)
+    elif args.what == "full-scale":
+        from seesaw_lvis import params as P
+        from seesaw_lvis.bench import full_scale
+
+        params = P.load(args.params)
+        work = Path(args.work or "results/bench/full_scale")
+        if args.row:  # one row, in this process (run() starts one such process per row)
+            full_scale.run_one(params, args.row, work, out)
+        else:
+            full_scale.run(params, out, work, params_file=args.params)
     else:
         from seesaw_lvis import params as P
         from seesaw_lvis.bench import pipeline
 
-        pipeline.run(P.load(args.params), out, repo=Path("."), row_id=args.row, iters=args.iters,
+        pipeline.run(P.load(args.params), out, repo=Path("."), row_id=args.row or "t1_ce", iters=args.iters,
                      pairs=args.pairs)
     log.info("benchmark written: %s", out)
     return 0
@@ -288,12 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml")
 
     p = verb("bench", "benchmarks written to reports/bench/<what>.json", _cmd_bench)
-    p.add_argument("what", choices=["loss", "eval", "pipeline"],
-                   help="loss: Seesaw fwd+bwd vs mmdet and plain CE; eval: our LVIS evaluator vs lvis-api; "
-                        "pipeline: no-op snakemake/dvc times and training overhead vs mmdet's Runner")
+    p.add_argument("what", choices=["loss", "eval", "pipeline", "full-scale", "stats"],
+                   help="loss: Seesaw fwd+bwd vs mmdet and plain CE; eval: our LVIS evaluator vs lvis-api and "
+                        "faster-coco-eval; "
+                        "pipeline: no-op snakemake/dvc times and training overhead vs mmdet's Runner; "
+                        "full-scale: every row at full builds, takes a CPU training step and predicts; "
+                        "stats: the stats stage on an LVIS v1-sized annotation file")
     p.add_argument("--out", help="output JSON (default reports/bench/<what>.json)")
-    p.add_argument("--params", default="params/pipeline.yaml", help="pipeline: the params set")
-    p.add_argument("--row", default="t1_ce", help="pipeline: the row whose training is timed")
+    p.add_argument("--params", default="params/pipeline.yaml", help="pipeline, full-scale, stats: the params set")
+    p.add_argument("--row", help="pipeline: the row whose training is timed (default t1_ce); full-scale: "
+                                 "step this row only, in this process (default: every row, one process each)")
+    p.add_argument("--work", help="full-scale: scratch folder (default results/bench/full_scale)")
+    p.add_argument("--num-images", type=int, nargs="+",
+                   help="eval: sizes to run, in images (default 1000 and LVIS v1 val's 19809)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="eval: seconds allowed to each evaluator")
     p.add_argument("--iters", type=int, default=30, help="pipeline: training iterations per timed run")
     p.add_argument("--pairs", type=int, default=3, help="pipeline: interleaved (mmdet Runner, ours) run pairs")
     return parser
