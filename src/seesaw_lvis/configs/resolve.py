@@ -27,7 +27,7 @@ CONFIG_DIR = Path(__file__).resolve().parent
 
 # Dataset classes whose instances the pipeline rebinds to the chosen dataset.
 LVIS_DATASETS = {"LVISV1Dataset", "LVISDataset"}
-LVIS_METRICS = {"LVISMetric", "FastLVISMetric"}
+LVIS_METRICS = {"LVISMetric"}
 # Pipeline transforms whose size arguments the image_scale factor shrinks.
 SIZE_TRANSFORMS = {"Resize", "RandomResize", "RandomChoiceResize", "RandomCrop", "FixShapeResize"}
 SIZE_KEYS = ("scale", "scales", "crop_size")

@@ -34,14 +34,7 @@ from seesaw_lvis.params import row_seeds, run_dir
 from seesaw_lvis.params import rows as param_rows
 from seesaw_lvis.report import effects
 
-# (key in rows.yaml `paper`, iou type in metrics.json, metric key, column label)
-METRICS = (
-    ("bbox_AP", "bbox", "AP", "Bbox AP"),
-    ("mask_AP", "segm", "AP", "Mask AP"),
-    ("APr", "segm", "APr", "APr"),
-    ("APc", "segm", "APc", "APc"),
-    ("APf", "segm", "APf", "APf"),
-)
+METRICS = effects.METRICS   # (key in rows.yaml `paper`, iou type in metrics.json, metric key, label)
 GAIN_BASE = {1: "first", 2: "previous"}   # see the module docstring
 TABLE_TITLES = {
     1: ("Mask R-CNN R50-FPN with Cross-Entropy loss (CE), Equalization Loss (EQL) and Seesaw Loss, "
@@ -259,8 +252,8 @@ def caption(params: Mapping[str, Any], table: int, rows: list[RowResult]) -> str
         + (f", their metrics.json say dataset/scale {', '.join(f'{d}/{s}' for d, s in metas)}" if metas else "")
         + ".",
         "Paper: LVIS v1 val, full scale (the paper's own numbers, rows.yaml, one run per row).",
-        "Bbox AP = bbox AP, Mask AP = mask AP; APr/APc/APf are mask APs of the rare/common/frequent "
-        "categories (x100).",
+        "Bbox AP = bbox AP, Bbox APr = bbox AP of the rare categories (the paper gives none), Mask AP = "
+        "mask AP; APr/APc/APf are mask APs of the rare/common/frequent categories (x100).",
         f"Paper: in parentheses the {_gain_phrase(table, rows)}.",
         f"Ours: mean ± std over the row's seeds (Seeds); gain = {_gain_phrase(table, rows).split(',')[0]}, "
         f"paired over the seeds both rows have, with its {spec['ci_level']:.0%} bootstrap CI "
