@@ -6,6 +6,9 @@
 #                                         the node is idle and sacct answers (idempotent)
 #   scripts/slurm-test-cluster.sh down    stop the daemons this script starts (by pid file)
 #   scripts/slurm-test-cluster.sh status  show which daemons run, sinfo and sacct
+#   scripts/slurm-test-cluster.sh mlflow-db-uri
+#                                         the PostgreSQL database for an MLflow tracking server
+#                                         (scripts/mlflow-server.sh), as an SQLAlchemy URI
 #
 # Exit status: 0 done, 1 failed, 2 usage, 3 packages cannot be installed.
 #
@@ -13,7 +16,9 @@
 # (default, no time limit), cgroup-free (proctrack/linuxproc, task/none), cons_tres, and
 # accounting through slurmdbd + MariaDB: snakemake's SLURM executor reads job states with
 # sacct, so without accounting it never sees a job finish. No systemd here: the daemons are
-# started directly, pid files under /run, logs under /tmp/slurm-test-cluster/.
+# started directly, pid files under /run, logs under /tmp/slurm-test-cluster/. PostgreSQL (Debian's
+# cluster, started with pg_ctlcluster) holds database `mlflow` for the jobs' MLflow tracking
+# server: the way a real cluster tracks runs (tests/slurm starts the server on it).
 # Knobs (environment): SLURM_TEST_CLUSTER_NAME (default testcluster),
 # SLURM_TEST_ACCOUNT (default test), SLURM_TEST_LOG_DIR (default /tmp/slurm-test-cluster),
 # SLURM_TEST_TIMEOUT (seconds to wait for each daemon, default 120).
@@ -29,7 +34,9 @@ STATE=/var/lib/slurm
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_PASS_FILE=$ETC/.slurmdbd-db-password   # generated once, root-only
-PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
+PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server postgresql)
+MLFLOW_DB=mlflow                            # database and role of the MLflow tracking server
+MLFLOW_DB_PASS_FILE=$ETC/.mlflow-db-password
 
 MUNGE_PID=/run/munge/munged.pid
 MARIADB_PID=/run/mysqld/mysqld.pid
@@ -265,6 +272,46 @@ FLUSH PRIVILEGES;
 EOF
 }
 
+pg_cluster() {  # "VERSION NAME PORT STATUS" of the first PostgreSQL cluster, created if there is none
+    if [[ -z $(pg_lsclusters -h 2>/dev/null) ]]; then
+        local version
+        version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+        say "creating PostgreSQL cluster $version/main"
+        pg_createcluster "$version" main >>"$LOG_DIR/postgresql.log" 2>&1
+    fi
+    pg_lsclusters -h | head -1 | awk '{print $1, $2, $3, $4}'
+}
+
+start_postgres() {
+    local version name port status
+    read -r version name port status < <(pg_cluster)
+    if [[ $status == online ]]; then
+        say "postgresql $version/$name already running (port $port)"
+    else
+        pg_ctlcluster "$version" "$name" start >>"$LOG_DIR/postgresql.log" 2>&1 \
+            || die "postgresql $version/$name did not start; see $LOG_DIR/postgresql.log and /var/log/postgresql/"
+        wait_for "postgresql" runuser -u postgres -- pg_isready -q -p "$port"
+        say "started postgresql $version/$name (port $port)"
+    fi
+    [[ -s $MLFLOW_DB_PASS_FILE ]] || (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$MLFLOW_DB_PASS_FILE")
+    # The tracking server's role and database (idempotent).
+    runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -p "$port" >>"$SCRIPT_LOG" 2>&1 <<EOF || die "creating database $MLFLOW_DB failed; see $SCRIPT_LOG"
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$MLFLOW_DB') THEN CREATE ROLE $MLFLOW_DB LOGIN; END IF;
+END \$\$;
+ALTER ROLE $MLFLOW_DB PASSWORD '$(<"$MLFLOW_DB_PASS_FILE")';
+SELECT 'CREATE DATABASE $MLFLOW_DB OWNER $MLFLOW_DB' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$MLFLOW_DB')\gexec
+EOF
+}
+
+cmd_mlflow_db_uri() {
+    need_root
+    local version name port status
+    read -r version name port status < <(pg_cluster)
+    [[ $status == online && -s $MLFLOW_DB_PASS_FILE ]] || die "postgresql is not up: run '$0 up' first"
+    echo "postgresql+psycopg://$MLFLOW_DB:$(<"$MLFLOW_DB_PASS_FILE")@127.0.0.1:$port/$MLFLOW_DB"
+}
+
 changed() { local d; for d in "${CHANGED[@]}"; do [[ $d == "$1" ]] && return 0; done; return 1; }
 
 stop_pidfile() {  # stop_pidfile NAME PIDFILE: TERM the pid in it, wait, KILL if it lingers
@@ -367,6 +414,7 @@ cmd_up() {
     write_configs
     start_munge
     start_mariadb
+    start_postgres
     start_slurmdbd
     start_slurmctld
     start_slurmd
@@ -388,6 +436,11 @@ cmd_down() {
         say "stopped mariadb"
     fi
     stop_pidfile munged "$MUNGE_PID"
+    local version name port status
+    read -r version name port status < <(pg_lsclusters -h 2>/dev/null | head -1 | awk '{print $1, $2, $3, $4}')
+    if [[ ${status:-} == online ]]; then
+        pg_ctlcluster "$version" "$name" stop >>"$LOG_DIR/postgresql.log" 2>&1 && say "stopped postgresql $version/$name"
+    fi
     say "down: done"
 }
 
@@ -403,6 +456,7 @@ cmd_status() {
             rc=1
         fi
     done
+    echo "postgresql: $(pg_lsclusters -h 2>/dev/null | head -1 | awk '{print $1 "/" $2 " port " $3 ": " $4}')"
     if command -v sinfo >/dev/null; then
         sinfo 2>&1 || rc=1
         sacct -X -S now-1hours -o JobID,JobName%20,Comment%30,State,Elapsed 2>&1 | tail -20 || rc=1
@@ -414,5 +468,6 @@ case ${1:-} in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+    mlflow-db-uri) cmd_mlflow_db_uri ;;
+    *) echo "usage: $0 up|down|status|mlflow-db-uri" >&2; exit 2 ;;
 esac

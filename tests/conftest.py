@@ -119,6 +119,19 @@ def pipeline_copy(tmp_path) -> Path:
     return copy_pipeline(tmp_path / "repo")
 
 
+def mlflow_server(cwd: Path, env: dict[str, str]):
+    """scripts/mlflow-server.sh with ``env`` (its MLFLOW_* settings), run in ``cwd``: call the
+    result with "start", "stop" or "status"; it returns the script's output, failing the test
+    when the script fails."""
+    def script(verb: str) -> str:
+        proc = subprocess.run(["bash", str(REPO / "scripts" / "mlflow-server.sh"), verb], env=env,
+                              capture_output=True, text=True, timeout=300, cwd=cwd)
+        assert proc.returncode == 0, f"mlflow-server.sh {verb}: {proc.stdout}{proc.stderr}"
+        return proc.stdout
+
+    return script
+
+
 def set_params(repo: Path, **changes) -> None:
     path = repo / "params" / "pipeline.yaml"
     params = yaml.safe_load(path.read_text())

@@ -149,6 +149,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push_pull(args: argparse.Namespace) -> int:
+    from seesaw_lvis import params as P
+    from seesaw_lvis.workflow import remote
+
+    try:
+        fn = remote.push if args.verb == "push" else remote.pull
+        fn(P.load(args.params), args.stage or None)
+    except remote.RemoteError as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
 def _cmd_track(args: argparse.Namespace) -> int:
     from seesaw_lvis import params as P
     from seesaw_lvis.engine import tracking
@@ -190,7 +203,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "eval":
         from seesaw_lvis.bench import eval as eval_bench
 
-        eval_bench.run(out, sizes=args.num_images or eval_bench.SIZES, timeout=args.timeout)
+        eval_bench.run(out, sizes=args.num_images or eval_bench.SIZES, timeout=args.timeout,
+                       max_memory_gb=args.max_memory_gb)
     elif args.what == "stats":
         from seesaw_lvis.bench import stats
 
@@ -271,6 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the run's replicate seed (default: the row's first)")
     p.add_argument("--work-dir", help="the run's work dir (default results/train/<row>/seed<s>/work)")
 
+    for name, what in (("push", "send every stage's outputs (or --stage's and their upstream) to the DVC remote "
+                                "of params dvc.remote"),
+                       ("pull", "restore every stage's outputs (or --stage's and their upstream) from the DVC remote: fetch, "
+                                "checkout, verify, and put their times in "
+                                "dependency order so that snakemake -n all plans nothing for them")):
+        p = verb(name, what, _cmd_push_pull)
+        p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")
+        p.add_argument("--stage", action="append", help="a stage of dvc.yaml (repeatable; default: every stage)")
+        p.set_defaults(verb=name)
+
     p = verb("report", "Tables 1-2 (md, csv, tex) and the figures, from the evaluation files", _cmd_report)
     p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")
     p.add_argument("--out-dir", default="reports", help="writes tables/ and figures/ here")
@@ -294,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, nargs="+",
                    help="eval: sizes to run, in images (default 1000 and LVIS v1 val's 19809)")
     p.add_argument("--timeout", type=float, default=3600.0, help="eval: seconds allowed to each evaluator")
+    p.add_argument("--max-memory-gb", type=float,
+                   help="eval: address space of each evaluator's process (default: the machine's memory - 4 GB)")
     p.add_argument("--iters", type=int, default=30, help="pipeline: training iterations per timed run")
     p.add_argument("--pairs", type=int, default=3, help="pipeline: interleaved (mmdet Runner, ours) run pairs")
     return parser

@@ -5,7 +5,9 @@ evaluated; DVC sees everything up to date; `dvc repro` then runs nothing and nei
 `snakemake -n`; editing one row's config re-runs only that row and its descendants, under
 both tools, and a comment-only edit makes `dvc repro` re-run exactly what Snakemake plans
 (lineage digests, seesaw_lvis.workflow.lineage); concurrent DVC commits leave a valid
-dvc.lock; `dvc metrics show` lists every row.
+dvc.lock; `dvc metrics show` lists every row; pushed to a directory remote and to an S3-compatible server
+(moto, on 127.0.0.1), a fresh clone's `python -m seesaw_lvis pull` leaves both tools nothing to
+do, a partial pull only that row's stages, and an unreachable remote fails, changing nothing.
 
 The tests share one repository, in this order: each leaves both tools with nothing to do.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_pipeline, run, set_params
+from tests.conftest import PIPELINE_FILES, copy_pipeline, run, set_params
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -36,6 +40,12 @@ def snakemake(repo: Path, *args: str, check: bool = True, timeout: float = 1800)
 
 def dvc(repo: Path, *args: str, timeout: float = 600):
     return run([sys.executable, "-m", "dvc", *args], repo, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def planned_jobs(repo: Path) -> set[str]:
@@ -287,3 +297,112 @@ def test_after_dvc_repro_snakemake_has_nothing_to_do(finished_pipeline):
     table = (repo / "reports/tables/table1.csv").read_text()
     assert "Seesaw" in table
     assert list((repo / "results/train").glob("t1_seesaw/seed1/work.stale-*")), "old checkpoints kept aside"
+
+
+# ---------------------------------------------------------------- sharing through a DVC remote
+# The same finished repository, every test above done: push it, then pull into a fresh clone
+# (the committed files only: no results, no DVC cache, no .snakemake), as a colleague would.
+
+CLONE_FILES = (*PIPELINE_FILES, "dvc.lock", ".dvc/config")
+
+
+def clone(repo: Path, dest: Path) -> Path:
+    """What `git clone` of ``repo`` would hold: its committed files, written now (new mtimes, as
+    git writes them), nothing it computed."""
+    dest.mkdir(parents=True)
+    for name in CLONE_FILES:
+        src = repo / name
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+                            copy_function=shutil.copyfile)
+        else:
+            shutil.copyfile(src, dest / name)
+    run(["git", "init", "-q"], dest)
+    return dest
+
+
+def seesaw(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "seesaw_lvis", *args], repo, timeout=900, check=check)
+
+
+def workspace(repo: Path) -> dict[str, float]:
+    return {str(p.relative_to(repo)): p.stat().st_mtime for p in repo.rglob("*") if ".git" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def directory_remote(finished_pipeline, tmp_path_factory) -> Path:
+    """The finished repository pushed to a local-directory remote (params dvc.remote)."""
+    repo, _ = finished_pipeline
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    set_params(repo, dvc={"remote": str(remote), "remote_options": {}, "cache_dir": None, "cache_shared": None,
+                          "cache_type": None})
+    seesaw(repo, "push")
+    assert any(remote.rglob("*")), "nothing pushed"
+    return remote
+
+
+def test_pull_in_a_fresh_clone_leaves_both_tools_nothing_to_do(finished_pipeline, directory_remote, tmp_path):
+    repo, _ = finished_pipeline
+    other = clone(repo, tmp_path / "clone")
+    seesaw(other, "pull")
+    assert "up to date" in dvc(other, "status").stdout
+    assert planned_jobs(other) == set()
+    for row, seed in runs_of(repo):
+        path = f"results/eval/{row}/seed{seed}/metrics.json"
+        assert (other / path).read_bytes() == (repo / path).read_bytes(), path
+    out = dvc(other, "repro").stdout
+    assert "Running stage" not in out, out
+
+
+def test_partial_pull_skips_only_that_rows_evaluation(finished_pipeline, directory_remote, tmp_path):
+    repo, _ = finished_pipeline
+    other = clone(repo, tmp_path / "clone")
+    seesaw(other, "pull", "--stage", "evaluate_t1_ce_s0")
+    planned = planned_jobs(other)
+    pulled = {"data", "stats", "pretrain_resnet", "train_t1_ce_s0", "evaluate_t1_ce_s0"}
+    assert not planned & pulled, planned & pulled
+    assert {"evaluate_t1_ce_s1", "train_t1_seesaw_s0", "evaluate_t1_seesaw_s0", "pretrain_resnest", "report"} <= planned
+
+
+def test_push_and_pull_through_an_s3_server(finished_pipeline, directory_remote, tmp_path, monkeypatch):
+    """An S3-compatible server (moto's server mode) on 127.0.0.1 as the remote."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    repo, _ = finished_pipeline
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)   # the dvc processes inherit them
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="seesaw")
+        set_params(repo, dvc={"remote": "s3://seesaw/lvis", "remote_options": {"endpointurl": endpoint},
+                              "cache_dir": None, "cache_shared": None, "cache_type": None})
+        seesaw(repo, "push")
+        listed = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket="seesaw", Prefix="lvis/")
+        assert listed["KeyCount"] > 0
+        other = clone(repo, tmp_path / "clone")
+        seesaw(other, "pull")
+        assert "up to date" in dvc(other, "status").stdout
+        assert planned_jobs(other) == set()
+    finally:
+        server.stop()
+
+
+def test_pull_from_an_unreachable_remote_fails_and_changes_nothing(finished_pipeline, directory_remote, tmp_path):
+    repo, _ = finished_pipeline
+    other = clone(repo, tmp_path / "clone")
+    gone = tmp_path / "no-such-remote"
+    set_params(other, dvc={"remote": str(gone), "remote_options": {}, "cache_dir": None, "cache_shared": None,
+                           "cache_type": None})
+    before = workspace(other)
+    proc = seesaw(other, "pull", check=False)
+    assert proc.returncode == 1
+    assert f"dvc fetch from {gone} failed; the workspace is unchanged" in proc.stderr, proc.stderr
+    after = workspace(other)
+    assert {k: v for k, v in after.items() if not k.startswith(".dvc")} == \
+        {k: v for k, v in before.items() if not k.startswith(".dvc")}

@@ -1,25 +1,30 @@
 """The pipeline through a real one-node SLURM cluster with the `slurm` profile.
 
 `scripts/slurm-test-cluster.sh up` brings the cluster up on this machine (installing Debian's
-slurm, slurmdbd, munge and mariadb packages when missing; idempotent, so a running cluster costs
-about a second). `snakemake --profile slurm all` then submits every rule with sbatch, and sacct
-must list each rule's job as COMPLETED: proof that the jobs ran through SLURM, not locally.
+slurm, slurmdbd, munge, mariadb and postgresql packages when missing; idempotent, so a running
+cluster costs about a second). An MLflow tracking server (`scripts/mlflow-server.sh`) on the
+cluster's PostgreSQL is started as on a real cluster, and the jobs log to it over HTTP.
+`snakemake --profile slurm all` then submits every rule with sbatch, and sacct must list each
+rule's job as COMPLETED: proof that the jobs ran through SLURM, not locally; the server must hold
+one run per (row, seed) with its training curves and evaluation metrics.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, set_params
+from tests.conftest import REPO, mlflow_server, set_params
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -44,6 +49,27 @@ def slurm_cluster() -> None:
         pytest.skip(f"apt cannot install the SLURM packages:\n{out[-2000:]}")
     if proc.returncode != 0:
         pytest.fail(f"{SCRIPT.name} up failed ({proc.returncode}):\n{out[-4000:]}", pytrace=False)
+
+
+@pytest.fixture
+def tracking_server(slurm_cluster, tmp_path):
+    """scripts/mlflow-server.sh on the cluster's PostgreSQL database, on a free port, reached by
+    the jobs through this node's name (as jobs on other nodes would); yields its URI."""
+    db = subprocess.run(["bash", str(SCRIPT), "mlflow-db-uri"], capture_output=True, text=True, timeout=60)
+    assert db.returncode == 0 and db.stdout.startswith("postgresql"), db.stderr
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    env = {**job_env(), "MLFLOW_BACKEND_STORE_URI": db.stdout.strip(), "MLFLOW_PORT": str(port),
+           "MLFLOW_SERVER_DIR": str(tmp_path / "mlflow-server"), "MLFLOW_SERVER_WORKERS": "2",
+           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "mlflow-artifacts")}
+
+    server = mlflow_server(tmp_path, env)
+    out = server("start")
+    uri = f"http://{socket.gethostname()}:{port}"
+    assert "export MLFLOW_TRACKING_URI=http://" in out, out
+    yield uri
+    server("stop")
 
 
 def job_env() -> dict[str, str]:
@@ -88,13 +114,17 @@ def job_stats(log: str) -> dict[str, int]:
 
 
 @pytest.mark.timeout(PIPELINE_TIMEOUT + 1200)  # + a fresh machine's apt-get install
-def test_pipeline_runs_through_slurm(slurm_cluster, pipeline_copy):
+def test_pipeline_runs_through_slurm(slurm_cluster, tracking_server, pipeline_copy):
     # One row at one seed end to end keeps the test to ~6 jobs (the executor polls every 40 s):
     # data, stats, the ResNet pretraining, train and evaluate of Table 1's first row, and the
     # report; the local end-to-end test (tests/pipeline/test_pipeline_ci.py) runs every row at
     # both of its seeds.
     # (the seed lists name only rows that exist: Table 2's are gone from this copy)
-    set_params(pipeline_copy, scale="ci", seeds={s: {"default": [0]} for s in ("full", "mini", "ci")})
+    # The server's database outlives the test: this run's own experiment.
+    experiment = f"slurm_test_{uuid.uuid4().hex[:8]}"
+    set_params(pipeline_copy, scale="ci", seeds={s: {"default": [0]} for s in ("full", "mini", "ci")},
+               tracking={"uri": "sqlite:///mlflow.db", "experiment": experiment,
+                         "artifact_location": "mlartifacts", "retry_interval_s": 60})
     rows_file = pipeline_copy / "params/rows.yaml"
     rows = yaml.safe_load(rows_file.read_text())["rows"]
     rows_file.write_text(yaml.safe_dump({"rows": {"t1_ce": rows["t1_ce"]}}, sort_keys=False))
@@ -103,7 +133,8 @@ def test_pipeline_runs_through_slurm(slurm_cluster, pipeline_copy):
 
     cmd = [sys.executable, "-m", "snakemake", "--profile", str(pipeline_copy / "slurm"), "all"]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=pipeline_copy, env=job_env(), capture_output=True, text=True,
+    env = {**job_env(), "MLFLOW_TRACKING_URI": tracking_server}   # sbatch exports it to every job
+    proc = subprocess.run(cmd, cwd=pipeline_copy, env=env, capture_output=True, text=True,
                           timeout=PIPELINE_TIMEOUT)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"snakemake --profile slurm all failed ({proc.returncode}):\n{log}"
@@ -141,6 +172,25 @@ def test_pipeline_runs_through_slurm(slurm_cluster, pipeline_copy):
         assert re.fullmatch(rf"rule_{re.escape(rule)}(_wildcards_.*)?", job["Comment"]), job
         assert (job["State"], job["ExitCode"]) == ("COMPLETED", "0:0"), job
         assert (job["Account"], job["Partition"]) == (ACCOUNT, PARTITION), job
+
+    # Every job logged to the tracking server over HTTP: one run per (row, seed), with its
+    # training curve and its evaluation, and one for the pretraining; nothing went to SQLite or
+    # stayed in a spool.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_server)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment} on {tracking_server}"
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert sorted((r.data.tags["kind"], r.data.tags["row"]) for r in runs) == [
+        ("pretrain", "pretrain_resnet"), ("train", "t1_ce")], [r.data.tags for r in runs]
+    (run,) = [r for r in runs if r.data.tags["row"] == "t1_ce"]
+    assert run.data.tags["seed"] == "0" and run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) > 1
+    for key in ("bbox_AP", "segm_AP"):
+        assert key in run.data.metrics, (key, run.data.metrics)
+    assert not (pipeline_copy / "mlflow.db").exists()
+    assert not list((pipeline_copy / "results").rglob("mlflow_spool.jsonl"))
 
 
 def run_id(log: str) -> str:

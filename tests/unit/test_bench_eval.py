@@ -52,6 +52,14 @@ def test_killed_child_recorded(tmp_path, monkeypatch):
     assert bench._in_child("ours", {}, tmp_path) == {"error": "exit status 1: no such file", "returncode": 1}
 
 
+def test_child_over_the_memory_cap_recorded(tmp_path, monkeypatch):
+    """An evaluator that needs more memory than its cap fails with MemoryError, recorded with the
+    cap, instead of taking the machine into the out-of-memory killer."""
+    monkeypatch.setattr(bench, "_CHILD", "x = bytearray(3 * 2**30)")
+    assert bench._in_child("ours", {}, tmp_path, max_memory_gb=1) == {
+        "error": "exit status 1: MemoryError (address space capped at 1 GB)", "returncode": 1}
+
+
 def test_no_lvis_api_result_no_diff():
     ok = {"result": {"AP": 0.5, "per_class": {}}, "seconds": 2.0, "peak_rss_mb": 10.0}
     row = bench._compare({"ours": ok, "lvis_api": {"error": "killed by signal 9 (out of memory?)", "returncode": -9},
@@ -76,8 +84,8 @@ def test_faster_coco_eval_top_results_per_image(tmp_path):
 
 def test_cli_sizes_and_timeout(monkeypatch, tmp_path):
     seen = []
-    monkeypatch.setattr(bench, "run", lambda *a: seen.append(a) or {})
+    monkeypatch.setattr(bench, "run", lambda *a, **k: seen.append((a, k)) or {})
     bench.main(["--out", str(tmp_path / "e.json")])
-    bench.main(["--num-images", "20", "50", "--timeout", "5"])
-    assert list(seen[0][1]) == [1000, 19_809] and seen[0][4] == 3600.0
-    assert seen[1][1] == [20, 50] and seen[1][4] == 5.0
+    bench.main(["--num-images", "20", "50", "--timeout", "5", "--max-memory-gb", "8"])
+    assert list(seen[0][0][1]) == [1000, 19_809] and seen[0][0][4] == 3600.0 and seen[0][1]["max_memory_gb"] is None
+    assert seen[1][0][1] == [20, 50] and seen[1][0][4] == 5.0 and seen[1][1]["max_memory_gb"] == 8.0

@@ -1,24 +1,33 @@
-"""engine/tracking: one MLflow run per row, training curves through the mmengine vis backend,
-8 concurrent writers on one SQLite store, and an unreachable server that loses nothing.
+"""engine/tracking, runs and mlflow_vis: one MLflow run per row, training curves through the
+mmengine vis backend with MLflow's asynchronous logging, 8 concurrent writers on one SQLite store,
+and a tracking server that goes down mid-run and loses nothing.
 
-All stores are SQLite files under tmp_path (or a closed port on 127.0.0.1); nothing else is
-contacted. Creating MLflow's tables takes ~10 s here, so one template database is made once and
+All stores are SQLite files under tmp_path, or an `mlflow server` on 127.0.0.1 started by
+scripts/mlflow-server.sh; nothing else is contacted. Creating MLflow's tables takes ~10 s here, so one template database is made once and
 copied (except for the concurrency test, which also races the table creation).
 """
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 
 import pytest
 
+from seesaw_lvis.engine import mlflow_vis as V
+from seesaw_lvis.engine import runs as R
 from seesaw_lvis.engine import tracking as T
+from seesaw_lvis.engine.evaluate import log_evaluation
 from seesaw_lvis.evaluation.lvis_eval import METRIC_KEYS
+from tests.conftest import mlflow_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -85,7 +94,7 @@ def _backend(tmp_path: Path, uri: str, row: str = "t1_ce", chash: str = "abc123d
     tags = {"table": "1", "row": row, "title": f"title of {row}", "scale": "ci", "dataset": "synthetic",
             "config_hash": chash, "git_commit": "unknown", "kind": "train"}
     key = f"{row}/ci/synthetic/{chash}"
-    return T.ResilientMLflowVisBackend(
+    return V.ResilientMLflowVisBackend(
         save_dir=str(work / "vis_data"), exp_name="seesaw_lvis", run_name=row, tags=tags, run_key=key,
         tracking_uri=uri, artifact_location=str(artifacts or tmp_path / "mlartifacts"), spool_dir=str(work),
         retry_interval_s=retry_s), work
@@ -111,25 +120,25 @@ def _tracking_warnings(record) -> list:
 # ------------------------------------------------------------------------------------ tests
 
 def test_flatten_params_limits():
-    flat = T.flatten_params({"a": {"b": [dict(c=1), dict(d=[1, 2])], "e": None}, "bad key!": "x" * 7000,
+    flat = R.flatten_params({"a": {"b": [dict(c=1), dict(d=[1, 2])], "e": None}, "bad key!": "x" * 7000,
                              "f": 0.1, "empty": {}})
     assert flat["a.b.0.c"] == "1" and flat["a.b.1.d"] == "[1, 2]" and flat["a.e"] == "None"
     assert flat["f"] == "0.1" and flat["empty"] == "{}"
-    assert len(flat["bad key_"]) == T.MAX_PARAM_VAL_LENGTH and flat["bad key_"].endswith("...")
-    assert T.evaluation_metrics({"bbox": {"AP": 0.3, "APr": None, "foo": 1}, "lvis/segm_APc": 0.2,
+    assert len(flat["bad key_"]) == R.MAX_PARAM_VAL_LENGTH and flat["bad key_"].endswith("...")
+    assert R.evaluation_metrics({"bbox": {"AP": 0.3, "APr": None, "foo": 1}, "lvis/segm_APc": 0.2,
                                  "mask_AP50": 0.5}) == {"bbox_AP": 0.3, "segm_APc": 0.2, "segm_AP50": 0.5}
 
 
 def test_settings_uri_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    s = T.settings({}, root=tmp_path)
+    s = R.settings({}, root=tmp_path)
     assert s.uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert s.experiment == "seesaw_lvis" and s.artifact_location == str(tmp_path.resolve() / "mlartifacts")
-    s = T.settings({"tracking": {"uri": "http://127.0.0.1:5000", "experiment": "x",
+    s = R.settings({"tracking": {"uri": "http://127.0.0.1:5000", "experiment": "x",
                                  "artifact_location": "mlartifacts", "retry_interval_s": 5}}, root=tmp_path)
     assert (s.uri, s.experiment, s.artifact_location, s.retry_interval_s) == ("http://127.0.0.1:5000", "x", None, 5)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/other.db")
-    assert T.settings({"tracking": {"uri": "http://127.0.0.1:5000"}}, root=tmp_path).uri == "sqlite:////abs/other.db"
+    assert R.settings({"tracking": {"uri": "http://127.0.0.1:5000"}}, root=tmp_path).uri == "sqlite:////abs/other.db"
 
 
 def test_training_curves_through_vis_backend(store, tmp_path):
@@ -151,7 +160,7 @@ def test_training_curves_through_vis_backend(store, tmp_path):
     params = run.data.params
     assert params["model.type"] == "MaskRCNN" and params["model.roi_head.bbox_head.1.type"] == "B"
     assert params["opt_149"] == "149" and len(params) >= 150
-    assert len(params["classes"]) == T.MAX_PARAM_VAL_LENGTH
+    assert len(params["classes"]) == R.MAX_PARAM_VAL_LENGTH
     for key in ("loss", "loss_cls", "lr"):
         assert _steps(store, run.info.run_id, key) == list(steps)
     assert run.info.status == "FINISHED"
@@ -201,49 +210,96 @@ def test_eight_processes_lose_nothing(tmp_path, monkeypatch):
         assert run.data.params["opt_0"] == "0"
 
 
-def test_unreachable_server_spools_once_then_replays_exactly_once(store, tmp_path):
-    uri = f"http://127.0.0.1:{_closed_port()}"
-    backend, work = _backend(tmp_path, uri)
+def test_metrics_go_through_mlflow_async_logging(store, tmp_path, monkeypatch):
+    """A slow store does not slow training: add_scalars returns at once, MLflow's own async
+    threads write the metrics, and close() waits until every step is in."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    writers, real = [], SqlAlchemyStore.log_batch
+
+    def slow_log_batch(self, run_id, metrics, params, tags):
+        if metrics:
+            writers.append(threading.current_thread().name)
+            time.sleep(0.3)
+        return real(self, run_id, metrics, params, tags)
+
+    monkeypatch.setattr(SqlAlchemyStore, "log_batch", slow_log_batch)  # before the store is opened
+    backend, work = _backend(tmp_path, _uri(store))
+    backend.add_config(_config(work))
+    t0 = time.monotonic()
+    for step in range(1, 11):
+        backend.add_scalars(_scalars(step), step=step)
+    assert time.monotonic() - t0 < 1.5, "10 add_scalars waited for a store that takes 0.3 s a write"
+    backend.close()
+    (run,) = _runs(store)
+    assert _steps(store, run.info.run_id, "loss") == list(range(1, 11)) and run.info.status == "FINISHED"
+    assert writers and "MainThread" not in writers, writers
+    assert not T.Spool(work).has_pending()
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    """scripts/mlflow-server.sh on a free port of 127.0.0.1 (SQLite backend in tmp_path):
+    yields (uri, start, stop)."""
+    port = _closed_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_SERVER_DIR": str(tmp_path / "server"), "MLFLOW_PORT": str(port), "MLFLOW_HOST": "127.0.0.1",
+           "MLFLOW_SERVER_WORKERS": "1", "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'server.db'}",
+           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "server_artifacts")}
+
+    script = mlflow_server(tmp_path, env)
+    out = script("start")
+    assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in out, out
+    yield f"http://127.0.0.1:{port}", lambda: script("start"), lambda: script("stop")
+    script("stop")
+
+
+def test_server_down_mid_run_loses_nothing(tracking_server, tmp_path):
+    """A row logs to a tracking server that goes down after step 5 and comes back after step 10:
+    training never waits for it, one warning names the server and the spool, and the run ends
+    with every step once, its params and FINISHED; replaying again adds nothing."""
+    uri, start, stop = tracking_server
+    backend, work = _backend(tmp_path, uri, retry_s=0)   # re-probe at every call
+    backend.add_config(_config(work))
+    for step in range(1, 6):
+        backend.add_scalars(_scalars(step), step=step)
+    backend.flush()
+    assert not T.Spool(work).has_pending()
+    stop()
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        backend.add_config(_config(work))
-        for step in range(1, 11):
+        for step in range(6, 11):
             backend.add_scalars(_scalars(step), step=step)
-        backend.flush()  # the store writes run on the backend's thread
-    assert time.monotonic() - t0 < 10, "an unreachable server must not stall training"
+        backend.flush()
+    assert time.monotonic() - t0 < 10, "a server that is down must not stall training"
     (warning,) = _tracking_warnings(record)
     assert uri in str(warning.message) and str(work / T.SPOOL_NAME) in str(warning.message)
+    spooled = [json.loads(x) for x in (work / T.SPOOL_NAME).read_text().splitlines()]
+    assert sorted(r["step"] for r in spooled if r["t"] == "metrics") == list(range(6, 11))
 
-    lines = [json.loads(x) for x in (work / T.SPOOL_NAME).read_text().splitlines()]
-    assert sorted(r["step"] for r in lines if r["t"] == "metrics") == list(range(1, 11))
-    assert {r["t"] for r in lines} >= {"spool", "run", "params", "text", "metrics"}
-    assert _runs(store) == []
-
-    # the server "comes back" elsewhere: the next scalar replays the spool first, in order
-    logger = backend.experiment
-    logger.use_store(_uri(store), str(tmp_path / "mlartifacts"))
+    start()
+    backend.add_scalars(_scalars(11), step=11)   # reconnects, replays the spool, then logs
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        backend.add_scalars(_scalars(11), step=11)
         backend.close()
     assert _tracking_warnings(record) == []
-    (run,) = _runs(store)
-    for key in ("loss", "loss_cls", "lr"):
-        assert _steps(store, run.info.run_id, key) == list(range(1, 12))
-    assert run.data.params["model.type"] == "MaskRCNN" and run.data.tags["row"] == "t1_ce"
-    assert run.info.status == "FINISHED"
-    assert not T.Spool(work).has_pending()
+    from mlflow import MlflowClient
 
-    # a second replay adds nothing
-    assert logger.sync() == 0
-    assert _steps(store, run.info.run_id, "loss") == list(range(1, 12))
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("seesaw_lvis").experiment_id])
+    for key in ("loss", "loss_cls", "lr"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(1, 12))
+    assert run.data.params["model.type"] == "MaskRCNN" and run.info.status == "FINISHED"
+    assert "config.py" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert not T.Spool(work).has_pending()
+    assert backend.experiment.sync() == 0
 
 
 def test_outage_mid_run_and_replay_from_the_cli(store, tmp_path, monkeypatch, default_params):
-    """Errors at add_scalars after a good start: spooled with one warning; a spool left at the end
-    is replayed later by sync_pending (the `track` CLI verb); a replay interrupted after sending
-    but before emptying the spool sends nothing twice."""
+    """The store fails after a good start (every write raises): spooled with one warning; a spool
+    left at the end is replayed later by sync_pending (the `track` CLI verb); a replay interrupted
+    after sending but before deleting the spool stores nothing twice."""
     backend, work = _backend(tmp_path, _uri(store))
     backend.add_config(_config(work))
     for step in range(1, 4):
@@ -251,28 +307,24 @@ def test_outage_mid_run_and_replay_from_the_cli(store, tmp_path, monkeypatch, de
     logger = backend.experiment
     assert logger.online
 
-    real_call = logger._call
-
-    def failing(fn):
+    def failing(*args, **kwargs):
         raise ConnectionError("503 Service Unavailable")
 
-    monkeypatch.setattr(logger, "_call", failing)
+    for name in ("log_batch", "get_run", "search_runs", "update_run", "set_terminated", "log_artifact", "log_text"):
+        monkeypatch.setattr(logger.client, name, failing)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         for step in range(4, 9):
             backend.add_scalars(_scalars(step), step=step)
-        backend.flush()  # the store writes run on the backend's thread
-        monkeypatch.setattr(T, "_probe", lambda uri: "connection refused")   # still down at the end
         backend.close()
     msgs = [str(w.message) for w in _tracking_warnings(record)]
     assert len(msgs) == 2 and "503" in msgs[0] and "unreachable at the end" in msgs[1]
+    monkeypatch.undo()
     (run,) = _runs(store)
     assert _steps(store, run.info.run_id, "loss") == [1, 2, 3]
     assert run.info.status == "RUNNING"
 
     # later, from the CLI: the store answers again
-    monkeypatch.setattr(logger, "_call", real_call)
-    monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(store))
     params = {**default_params, "tracking": {"artifact_location": str(tmp_path / "mlartifacts")}}
@@ -283,9 +335,8 @@ def test_outage_mid_run_and_replay_from_the_cli(store, tmp_path, monkeypatch, de
     assert run.info.status == "FINISHED"
     assert T.sync_pending(work, params, "t1_ce") == 0
 
-    # crash after every batch reached the store but before the spool was emptied (offset lost too)
+    # a crash after every record reached the store but before the spool was deleted
     (work / T.SPOOL_NAME).write_bytes(spool_copy)
-    (work / T.OFFSET_NAME).unlink(missing_ok=True)
     assert T.sync_pending(work, params, "t1_ce") > 0
     for key in ("loss", "loss_cls", "lr"):
         assert _steps(store, run.info.run_id, key) == list(range(1, 9))
@@ -299,21 +350,21 @@ def test_run_identity_reuses_and_splits_runs(store, tmp_path, default_params):
     metrics_file.write_text('{"bbox": {"AP": 0.25}}\n')
     metrics = {"bbox": {k: 0.1 for k in METRIC_KEYS} | {"APr": None}, "segm": {"AP": 0.2, "APc": 0.15}}
 
-    assert T.log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")
-    assert T.log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")
+    assert log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")
+    assert log_evaluation(params, "t1_ce", metrics, [metrics_file], work_dir=tmp_path / "w")
     (run,) = _runs(store)
     chash = resolve.config_hash(resolve.load(params, "t1_ce"))
     tags = run.data.tags
     assert tags["config_hash"] == chash and tags["row"] == "t1_ce" and tags["kind"] == "train"
     assert tags["table"] == "1" and tags["scale"] == params["scale"] and tags["dataset"] == params["dataset"]
-    assert tags["git_commit"] == T.git_commit(Path(__file__).parent)
+    assert tags["git_commit"] == R.git_commit(Path(__file__).parent)
     assert run.data.metrics["bbox_AP"] == pytest.approx(0.1) and "bbox_APr" not in run.data.metrics
     assert run.data.metrics["segm_APc"] == pytest.approx(0.15)
     assert run.data.params["randomness.seed"] == str(params["seed"])
     assert "evaluation" in {a.path for a in _client(store).list_artifacts(run.info.run_id)}
 
     # the same (row, scale, dataset, hash) from the vis backend: still the same run
-    backends = T.vis_backends(params, "t1_ce", tmp_path / "w")
+    backends = V.vis_backends(params, "t1_ce", tmp_path / "w")
     assert [b["type"] for b in backends] == ["LocalVisBackend", "ResilientMLflowVisBackend"]
     from mmengine.registry import VISBACKENDS
 
@@ -323,7 +374,7 @@ def test_run_identity_reuses_and_splits_runs(store, tmp_path, default_params):
     assert [r.info.run_id for r in _runs(store)] == [run.info.run_id]
 
     # another replicate seed -> another hash -> another run of the same row, tagged with its seed
-    assert T.log_evaluation(params, "t1_ce", metrics, [], work_dir=tmp_path / "w", seed=params["seed"] + 1)
+    assert log_evaluation(params, "t1_ce", metrics, [], work_dir=tmp_path / "w", seed=params["seed"] + 1)
     runs = _runs(store, filter_string="tags.row = 't1_ce'")
     assert len(runs) == 2 and len({r.data.tags["config_hash"] for r in runs}) == 2
     assert sorted(r.data.tags["seed"] for r in runs) == sorted([str(params["seed"]), str(params["seed"] + 1)])
@@ -338,9 +389,9 @@ def init(self, *args, **kwargs):
     started.append(threading.current_thread().name)
     _init(self, *args, **kwargs)
 subprocess.Popen.__init__ = init
-from seesaw_lvis.engine import tracking as T
+from seesaw_lvis.engine import mlflow_vis as V
 root = Path(sys.argv[1])
-backend = T.ResilientMLflowVisBackend(
+backend = V.ResilientMLflowVisBackend(
     save_dir=str(root / "work" / "vis_data"), exp_name="seesaw_lvis", run_name="t1_ce",
     tags={"row": "t1_ce"}, run_key="t1_ce/ci/synthetic/abc", tracking_uri=sys.argv[2],
     artifact_location=str(root / "mlartifacts"), spool_dir=str(root / "work"))
@@ -353,11 +404,9 @@ print(json.dumps(started))
 def test_logging_thread_starts_no_subprocess(store, tmp_path):
     """A subprocess started on the logging thread while the training loop forks its dataloader
     workers can hang the run for good (its pipe leaks into the workers): MLflow's import and the
-    store connection, which start subprocesses (`uname`), happen on the calling thread. A fresh
+    store connection, which start subprocesses (`uname`), happen on the calling thread; MLflow's
+    async logging threads start none. A fresh
     interpreter, so that MLflow is not imported yet."""
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", SUBPROCESS_PROBE, str(tmp_path), _uri(store)],
                          capture_output=True, text=True, timeout=300, check=True)
     threads = json.loads(out.stdout.strip().splitlines()[-1])

@@ -29,8 +29,11 @@ imports done before the clock starts. ``peak_rss_mb`` is the child's own high-wa
 Linux: across ``exec`` it keeps the parent's peak, so every child would report at least the
 bench's own. It includes the interpreter, this module's imports (numpy, pycocotools) and the
 evaluator's (lvis-api's pull in cv2 and matplotlib). A child that dies (e.g. killed by the kernel for
-memory: lvis-api at val size may not fit) is recorded as ``{"error", "returncode"}``, one that
-runs past ``timeout`` s as ``{"error": "timeout after ... s"}``, and the others still run.
+memory) is recorded as ``{"error", "returncode"}``, one that runs past ``timeout`` s as
+``{"error": "timeout after ... s"}``, and the others still run. Each child's address space is
+capped at ``max_memory_gb`` (default: the machine's memory less 4 GB): an evaluator that needs
+more fails with MemoryError, recorded, instead of taking the whole machine into the kernel's
+out-of-memory killer (lvis-api at val size passed 22 GB of 24 here).
 ``max_abs_diff`` is the largest difference to lvis-api over the summary metrics (AP..APf,
 AR@300..ARl@300) and every per-category AP (None where lvis-api has no result);
 ``time_ratio`` is ours' seconds over lvis-api's and over faster-coco-eval's.
@@ -45,7 +48,9 @@ import importlib
 import importlib.metadata as md
 import json
 import math
+import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -320,22 +325,35 @@ def _child(task: str, out: str, kwargs: str) -> None:
     write_json(out, {"result": result, "seconds": seconds, "peak_rss_mb": peak_rss_mb()})
 
 
-def _in_child(task: str, kwargs: dict, folder: str | Path, timeout: float | None = None) -> dict:
+def default_memory_gb() -> float:
+    """The machine's memory less 4 GB for the system and the bench itself."""
+    return max(1.0, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 - 4)
+
+
+def _in_child(task: str, kwargs: dict, folder: str | Path, timeout: float | None = None,
+              max_memory_gb: float | None = None) -> dict:
     """``_child(task, ...)`` in a fresh interpreter: what it wrote, or ``{"error", "returncode"}``."""
     out = Path(folder) / f"{task}.out.json"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-c", _CHILD, task, str(out), json.dumps(kwargs)]
+    cap = int(max_memory_gb * 2**30) if max_memory_gb else None
+
+    def limit() -> None:  # in the child, before exec
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=limit if cap else None)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:g} s"}
+    capped = f" (address space capped at {max_memory_gb:g} GB)" if cap else ""
     if p.returncode < 0:
         sig = -p.returncode
-        oom = " (out of memory?)" if sig == signal.SIGKILL else ""
+        oom = " (out of memory?)" if sig == signal.SIGKILL else capped
         return {"error": f"killed by signal {sig}{oom}", "returncode": p.returncode}
     if p.returncode:
         last = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-        return {"error": f"exit status {p.returncode}: {last}", "returncode": p.returncode}
+        return {"error": f"exit status {p.returncode}: {last}{capped if 'Memory' in last else ''}",
+                "returncode": p.returncode}
     return read_json(out)
 
 
@@ -364,11 +382,13 @@ def _versions() -> dict:
 
 
 def run(out: Path = Path("reports/bench/eval.json"), sizes: Sequence[int] = SIZES, dets_per_image: int = 300,
-        seed: int = 0, timeout: float = 3600.0, num_cats: int = NUM_CATS) -> dict:
+        seed: int = 0, timeout: float = 3600.0, num_cats: int = NUM_CATS,
+        max_memory_gb: float | None = None) -> dict:
     """Every evaluator on every size and IoU type, each in a child process of its own (module
     docstring); writes ``out`` after each size and returns what it holds."""
+    max_memory_gb = default_memory_gb() if max_memory_gb is None else max_memory_gb
     result: dict[str, Any] = {"dets_per_image": dets_per_image, "seed": seed, "num_categories": num_cats,
-                              "timeout_s": timeout, "versions": _versions(),
+                              "timeout_s": timeout, "max_memory_gb": round(max_memory_gb, 1), "versions": _versions(),
                               "machine": platform.processor() or platform.machine(), "sizes": {}}
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -381,8 +401,8 @@ def run(out: Path = Path("reports/bench/eval.json"), sizes: Sequence[int] = SIZE
                 entry.update(made["result"], generate_s=round(made["seconds"], 3))
                 files = {"gt": str(Path(tmp, "gt.json")), "results": str(Path(tmp, "dt.json"))}
                 for t in IOU_TYPES:
-                    entry[t] = _compare({name: _in_child(name, {**files, "iou_type": t}, tmp, timeout)
-                                         for name in EVALUATORS})
+                    entry[t] = _compare({name: _in_child(name, {**files, "iou_type": t}, tmp, timeout,
+                                                         max_memory_gb) for name in EVALUATORS})
         result["sizes"][str(n)] = entry
         write_json(out, result)
     return result
@@ -396,8 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dets-per-image", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per evaluator child (default 3600)")
+    p.add_argument("--max-memory-gb", type=float, help="address space per evaluator child (default: RAM - 4 GB)")
     a = p.parse_args(argv)
-    print(json.dumps(run(a.out, a.num_images, a.dets_per_image, a.seed, a.timeout), indent=2))
+    print(json.dumps(run(a.out, a.num_images, a.dets_per_image, a.seed, a.timeout, max_memory_gb=a.max_memory_gb),
+                     indent=2))
     return 0
 
 

@@ -9,8 +9,12 @@ row's MLflow run get the numbers.
 """
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: Path, out_dir: Path,
@@ -18,7 +22,6 @@ def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: 
     """Returns the metrics written to ``out_dir/metrics.json``."""
     from seesaw_lvis import params as P
     from seesaw_lvis.data.download import file_digest
-    from seesaw_lvis.engine import tracking
     from seesaw_lvis.engine.predict import predict
     from seesaw_lvis.evaluation import lvis_eval
     from seesaw_lvis.io import write_json
@@ -43,5 +46,30 @@ def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: 
     out = write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "summary.json", lvis_eval.headline(metrics))  # `dvc metrics show`
     artifacts = [out, Path(checkpoint).parent / "config.py", *([Path(log_file)] if log_file else [])]
-    tracking.log_evaluation(params, row_id, metrics, [a for a in artifacts if a.is_file()], seed=seed)
+    log_evaluation(params, row_id, metrics, [a for a in artifacts if a.is_file()], seed=seed)
     return metrics
+
+
+def log_evaluation(params: Mapping[str, Any], row_id: str, metrics: Mapping[str, Any],
+                   artifacts: Iterable[str | os.PathLike] = (), work_dir: str | os.PathLike | None = None,
+                   seed: int | None = None) -> bool:
+    """A row's evaluation into its run: the metrics of :func:`evaluation_metrics` at step 0,
+    ``artifacts`` under ``evaluation/`` and the resolved config's params the run lacks (tta rows
+    never train). Spools to ``work_dir`` (default the run's work dir) while the store is down.
+    True when everything reached the store."""
+    from seesaw_lvis.configs import resolve
+    from seesaw_lvis.engine.runs import evaluation_metrics, flatten_params, row_work_dir, run_identity, settings
+    from seesaw_lvis.engine.tracking import RunLogger
+
+    cfg = resolve.load(params, row_id, seed=seed)
+    spool_dir = Path(work_dir) if work_dir is not None else row_work_dir(params, row_id, cfg.randomness.seed)
+    logger = RunLogger(settings(params), run_identity(params, row_id, cfg), spool_dir, label=f"row {row_id}")
+    logger.start()
+    ok = logger.log_params(flatten_params(cfg.to_dict()), conflicts="ignore")
+    ok &= logger.log_metrics(evaluation_metrics(metrics), step=0)
+    for a in artifacts:
+        if Path(a).is_file():
+            ok &= logger.log_artifacts([(a, "evaluation")])
+        else:
+            log.warning("MLflow: evaluation artifact %s not found; not logged", a)
+    return bool(logger.close("FINISHED") and ok)

@@ -119,7 +119,7 @@ def train_backbone(params: Mapping[str, Any], family: str, out_dir: Path,
 
     from seesaw_lvis import compat
     from seesaw_lvis.data.synthetic import classification_set
-    from seesaw_lvis.engine import tracking
+    from seesaw_lvis.engine import runs, tracking
 
     compat.install()
     out_dir = Path(out_dir)
@@ -161,14 +161,14 @@ def train_backbone(params: Mapping[str, Any], family: str, out_dir: Path,
     log.info("pretrain %s: %d balanced images of %d px drawn in %.1f s; %d iterations of batch %d",
              family, len(images), spec["image_size"], time.time() - t0, iters, batch)
 
-    run = tracking.RunLogger(tracking.settings(params), tracking.RunIdentity(
+    run = tracking.RunLogger(runs.settings(params), runs.RunIdentity(
         run_key=f"pretrain_{family}/{params['scale']}/{params['dataset']}/{run_hash}",
         run_name=f"pretrain {family} ({params['scale']}, {params['dataset']})",
-        experiment=tracking.settings(params).experiment,
+        experiment=runs.settings(params).experiment,
         tags={"row": f"pretrain_{family}", "kind": "pretrain", "scale": str(params["scale"]),
               "dataset": str(params["dataset"]), "config_hash": run_hash}), work, label=f"pretrain {family}")
     run.start()
-    run.log_params(tracking.flatten_params({"pretrain": spec, "backbone": backbone_cfg}), conflicts="ignore")
+    run.log_params(runs.flatten_params({"pretrain": spec, "backbone": backbone_cfg}), conflicts="ignore")
     loss_fn = torch.nn.CrossEntropyLoss()
     order = np.random.default_rng(params["seed"] + 3000).permutation(np.arange(iters * batch) % len(images))
     t0 = time.time()

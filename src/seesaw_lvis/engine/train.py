@@ -92,12 +92,12 @@ def build_config(params: Mapping[str, Any], row_id: str, work_dir: Path, load_fr
     + our hooks."""
     from seesaw_lvis.configs import resolve
 
-    from seesaw_lvis.engine import tracking
+    from seesaw_lvis.engine.mlflow_vis import vis_backends as mlflow_vis_backends
 
     cfg = resolve.load(params, row_id, seed=seed) if cfg is None else cfg
     # Training curves to MLflow (resilient: spooled locally while the server is unreachable).
     # The run is keyed by the hash of the resolved config: taken before the changes below.
-    vis_backends = tracking.vis_backends(params, row_id, work_dir, cfg)
+    vis_backends = mlflow_vis_backends(params, row_id, work_dir, cfg)
     cfg.work_dir = str(work_dir)
     # Resume from the latest checkpoint in work_dir, if any (mmengine: resume with no
     # load_from). A finetune's first start only loads the parent's weights (mmengine would

@@ -273,9 +273,11 @@ def dvc_yaml(params: Mapping[str, Any]) -> dict:
                 by_file.setdefault(params_file_of(key), []).append(key)
             entry["params"] = [{f: keys} for f, keys in by_file.items()]
         entry["outs"] = list(s.outs)
+        # Metrics and plots are cached like every out (DVC's default): results/ is not in git, so
+        # the cache and its remote are where a colleague's `dvc pull` finds them.
         if s.metrics:
-            entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
+            entry["metrics"] = list(s.metrics)
         if s.plots:
-            entry["plots"] = [{p: {"x": "iter", "y": "loss", "cache": False}} for p in s.plots]
+            entry["plots"] = [{p: {"x": "iter", "y": "loss"}} for p in s.plots]
         doc["stages"][s.name] = entry
     return doc
