@@ -38,7 +38,7 @@ ALLOWED=${MLFLOW_SERVER_ALLOWED_HOSTS:-${hosts}10.*,192.168.*,172.*}
 url() { echo "http://$([[ $HOST == 0.0.0.0 ]] && hostname -f || echo "$HOST"):$PORT"; }
 running() { [[ -f $PID_FILE ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
 healthy() {
-    python - "http://127.0.0.1:$PORT/health" <<'EOF' 2>/dev/null
+    python - "http://$([[ $HOST == 0.0.0.0 ]] && echo 127.0.0.1 || echo "$HOST"):$PORT/health" <<'EOF' 2>/dev/null
 import sys, urllib.request
 sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).read().strip() == b"OK" else 1)
 EOF
@@ -46,6 +46,7 @@ EOF
 
 start() {
     if running && healthy; then echo "already running: export MLFLOW_TRACKING_URI=$(url)"; return 0; fi
+    if running; then echo "pid $(cat "$PID_FILE") runs but does not answer /health: stop it first" >&2; return 1; fi
     mkdir -p "$DIR"
     # its own session, so that stop reaches the uvicorn workers it forks
     setsid mlflow server --host "$HOST" --port "$PORT" --workers "${MLFLOW_SERVER_WORKERS:-4}" \

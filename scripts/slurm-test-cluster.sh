@@ -276,7 +276,7 @@ pg_cluster() {  # "VERSION NAME PORT STATUS" of the first PostgreSQL cluster, cr
     if [[ -z $(pg_lsclusters -h 2>/dev/null) ]]; then
         local version
         version=$(ls /usr/lib/postgresql | sort -V | tail -1)
-        say "creating PostgreSQL cluster $version/main"
+        say "creating PostgreSQL cluster $version/main" >&2   # stdout is this function's answer
         pg_createcluster "$version" main >>"$LOG_DIR/postgresql.log" 2>&1
     fi
     pg_lsclusters -h | head -1 | awk '{print $1, $2, $3, $4}'
@@ -437,7 +437,7 @@ cmd_down() {
     fi
     stop_pidfile munged "$MUNGE_PID"
     local version name port status
-    read -r version name port status < <(pg_lsclusters -h 2>/dev/null | head -1 | awk '{print $1, $2, $3, $4}')
+    read -r version name port status < <(pg_lsclusters -h 2>/dev/null | head -1 | awk '{print $1, $2, $3, $4}') || true
     if [[ ${status:-} == online ]]; then
         pg_ctlcluster "$version" "$name" stop >>"$LOG_DIR/postgresql.log" 2>&1 && say "stopped postgresql $version/$name"
     fi

@@ -342,6 +342,25 @@ def test_outage_mid_run_and_replay_from_the_cli(store, tmp_path, monkeypatch, de
         assert _steps(store, run.info.run_id, key) == list(range(1, 9))
 
 
+def test_spool_survives_a_torn_line_and_a_replay_done_elsewhere(store, tmp_path):
+    """A line a crash cut short costs only itself (the next record starts a new line), and a
+    replay that finds the spool emptied by another process meanwhile reports 0, not an outage."""
+    backend, work = _backend(tmp_path, _uri(store))
+    logger = backend.experiment
+    spool = T.Spool(work)
+    spool.append([{"t": "metrics", "step": 1, "ts": 1, "values": {"loss": 1.0}, "run_key": logger.identity.run_key}])
+    with spool.path.open("a") as f:
+        f.write('{"t": "metrics", "step": 2, "ts"')                # cut short by a crash
+    spool.append([{"t": "metrics", "step": 3, "ts": 3, "values": {"loss": 0.3}, "run_key": logger.identity.run_key}])
+    assert [r["step"] for r in spool.read()] == [1, 3]
+    assert logger.sync() == 2 and logger.online
+    (run,) = _runs(store)
+    assert _steps(store, run.info.run_id, "loss") == [1, 3]
+    spool.path.write_text('{"t": "metrics", "step": 4')            # nothing complete left to replay
+    assert logger.sync() == 0 and logger.online
+    backend.close()
+
+
 def test_run_identity_reuses_and_splits_runs(store, tmp_path, default_params):
     from seesaw_lvis.configs import resolve
 

@@ -338,8 +338,9 @@ def _in_child(task: str, kwargs: dict, folder: str | Path, timeout: float | None
     cmd = [sys.executable, "-c", _CHILD, task, str(out), json.dumps(kwargs)]
     cap = int(max_memory_gb * 2**30) if max_memory_gb else None
 
-    def limit() -> None:  # in the child, before exec
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    def limit() -> None:  # in the child, before exec: the soft limit, within the hard one
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
 
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=limit if cap else None)

@@ -40,6 +40,9 @@ from seesaw_lvis.engine.runs import (MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, R
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+# With buffering, MLflow merges queued batches and a failed merge fails only the first one's future:
+# the others report success and their records would be lost unspooled (mlflow 3.17 RunBatch.complete).
+os.environ.pop("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", None)
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +123,12 @@ class Spool:
 
     def append(self, records: Iterable[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records))
+        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
+        with self.path.open("ab+") as f:
+            if f.tell():   # after a line a crash cut short, start a new line: that one is dropped alone
+                f.seek(-1, os.SEEK_END)
+                data = data if f.read(1) == b"\n" else b"\n" + data
+            f.write(data)  # O_APPEND: at the end, wherever the read left the position
             f.flush()
             os.fsync(f.fileno())
 
@@ -156,6 +163,7 @@ class RunLogger:
         self._in_flight: list[tuple[Any, dict]] = []   # (MLflow's RunOperations, record)
         self._conflicts: set[str] = set()
         self._ident_spooled = False
+        self._unspooled: list[dict] = []   # records the spool's lock kept out so far
 
     @property
     def client(self):
@@ -235,13 +243,15 @@ class RunLogger:
                   f"run, or by `python -m seesaw_lvis track --params <params> --row {self.identity.tags.get('row', '<row>')}`.")
 
     def _spool(self, records: list[dict]) -> None:
-        key = self.identity.run_key
+        key, records, self._unspooled = self.identity.run_key, [*self._unspooled, *records], []
         try:
             with self.spool.lock():   # the run's identity first, so that a replay elsewhere finds the run
                 known = self._ident_spooled and self.spool.has_pending()
                 ident = [] if known else [{"t": "run", "run_key": key, "identity": self.identity.to_json()}]
                 self.spool.append([*ident, *({**r, "run_key": key} for r in records)])
                 self._ident_spooled = True
+        except TimeoutError:   # a replay elsewhere holds the spool: kept for the next write or close
+            self._unspooled = records
         except OSError as e:   # the disk itself failed: say so, never stop training
             log.error("cannot write the MLflow spool %s (%s): %d record(s) lost", self.spool.path, e, len(records))
 
@@ -340,6 +350,8 @@ class RunLogger:
         try:
             with self.spool.lock():
                 records = self.spool.read() if self.spool.has_pending() else []
+                if not records:                # replayed meanwhile by another process
+                    return 0
                 if (why := _probe(self.uri)) is not None:
                     raise ConnectionError(why)
                 idents = {self.identity.run_key: self.identity}
@@ -353,7 +365,7 @@ class RunLogger:
                     for key, recs in by_run.items():
                         ident = idents.get(key) or RunIdentity(key, key.split("/")[0], self.identity.experiment)
                         self._apply(self._find_or_create(ident), recs, conflicts="ignore")
-                self.spool.path.unlink()
+                self.spool.path.unlink(missing_ok=True)
         except Exception as e:  # noqa: BLE001
             self._offline(f"replaying {self.spool.path} failed: {_why(e)}")
             return None
@@ -366,11 +378,13 @@ class RunLogger:
         self.flush()
         if status:
             self.set_status(status)
+        if self._unspooled:
+            self._spool([])
         if self.online:
             self.sync()
         else:
             self._connect(force=True)
-        if left := self.spool.has_pending():
+        if left := self.spool.has_pending() or bool(self._unspooled):
             _warn(f"MLflow tracking store {self.uri} unreachable at the end of {self.label}: its records stay "
                   f"in {self.spool.path}; replay them with `python -m seesaw_lvis track --params <params> "
                   f"--row {self.identity.tags.get('row', '<row>')}`.")

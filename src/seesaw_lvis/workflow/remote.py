@@ -24,6 +24,7 @@ then plans nothing for them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,17 +53,18 @@ def _settings(params: Mapping[str, Any]) -> dict[str, Any]:
 def configure(params: Mapping[str, Any], root: str | os.PathLike = ".") -> str | None:
     """``params.dvc`` into ``<root>/.dvc/config.local``; returns the remote's URL (None: none)."""
     from dvc.config import ConfigError
-    from dvc.repo import Repo
 
     conf = _settings(params)
     try:
-        _write_config(Repo, root, conf)
+        _write_config(root, conf)
     except ConfigError as e:   # e.g. an option the remote's kind does not have
         raise RemoteError(f"params dvc (remote {conf['remote']}, options {conf['remote_options']}): {e}") from None
     return conf["remote"]
 
 
-def _write_config(Repo, root, conf: Mapping[str, Any]) -> None:
+def _write_config(root: str | os.PathLike, conf: Mapping[str, Any]) -> None:
+    from dvc.repo import Repo
+
     with Repo(str(root)) as repo, repo.config.edit("local") as local:
         if conf["remote"]:
             local["remote"][REMOTE_NAME] = {"url": str(conf["remote"]),
@@ -80,10 +82,11 @@ def _write_config(Repo, root, conf: Mapping[str, Any]) -> None:
                 local["cache"].pop(key, None)
 
 
-def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m dvc ARGS`` in ``root``; its progress on stderr goes to the terminal."""
+def _dvc(root: Path, *args: str, quiet: bool = False) -> subprocess.CompletedProcess:
+    """``python -m dvc ARGS`` in ``root``, its stdout captured. Its stderr (progress bars, and the
+    reason when it fails) goes to ours, so that a long transfer shows progress, unless ``quiet``."""
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE if quiet else None, text=True)
 
 
 def _targets(stage_names: Sequence[str] | None) -> list[str]:
@@ -104,7 +107,7 @@ def push(params: Mapping[str, Any], stage_names: Sequence[str] | None = None, ro
     url = _require_remote(params, root)
     proc = _dvc(root, "push", *_targets(stage_names))
     if proc.returncode:
-        raise RemoteError(f"dvc push to {url} failed:\n{(proc.stdout + proc.stderr).strip()[-3000:]}")
+        raise RemoteError(f"dvc push to {url} failed (DVC's reason above):\n{proc.stdout.strip()[-3000:]}")
     log.info("pushed to %s: %s", url, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "done")
 
 
@@ -113,34 +116,38 @@ def pull(params: Mapping[str, Any], stage_names: Sequence[str] | None = None,
     """Fetch, check out and verify every stage's outputs (or ``stage_names`` and their
     upstream), then put their times in dependency order; returns the stages restored."""
     root = Path(root)
+    stage_list = stages(params)
+    wanted = _closure(stage_list, stage_names) if stage_names else {s.name for s in stage_list}
     url = _require_remote(params, root)
     targets = _targets(stage_names)
     fetched = _dvc(root, "fetch", *targets)   # into the cache only: the workspace is not touched yet
     if fetched.returncode:
-        raise RemoteError(f"dvc fetch from {url} failed; the workspace is unchanged:\n"
-                          f"{(fetched.stdout + fetched.stderr).strip()[-3000:]}")
+        raise RemoteError(f"dvc fetch from {url} failed; the workspace is unchanged (DVC's reason above)")
     # fetch exits 0 even when the remote lacks objects (a remote folder not mounted, a push that
     # did not finish): compare before checking anything out.
-    cloud = _dvc(root, "status", "--cloud", "--json", *targets)
+    cloud = _dvc(root, "status", "--cloud", "--json", *targets, quiet=True)
     lacking = sorted(path for path, state in json.loads(cloud.stdout or "{}").items()
                      if state in ("missing", "deleted")) if cloud.returncode == 0 else None
     if lacking is None or lacking:
-        why = (f"{len(lacking)} output(s) are neither on it nor in the local cache, e.g. {', '.join(lacking[:5])}"
+        why = (f"{len(lacking)} output(s) are not in the local cache after it (not on the remote, or not "
+               f"readable there), e.g. {', '.join(lacking[:5])}"
                if lacking else f"dvc status --cloud failed: {cloud.stderr.strip()[-2000:]}")
         raise RemoteError(f"dvc fetch from {url} failed; the workspace is unchanged: {why}")
     checkout = _dvc(root, "checkout", *targets)
     if checkout.returncode:
-        raise RemoteError(f"dvc checkout after fetching from {url} failed:\n"
-                          f"{(checkout.stdout + checkout.stderr).strip()[-3000:]}")
-    status = _dvc(root, "status", "--json", *targets)
+        raise RemoteError(f"dvc checkout after fetching from {url} failed (DVC's reason above)")
+    status = _dvc(root, "status", "--json", *targets, quiet=True)
     if status.returncode:
         raise RemoteError(f"dvc status failed:\n{status.stderr.strip()[-3000:]}")
     stale = set(json.loads(status.stdout or "{}"))
-    wanted = _closure(stages(params), stage_names) if stage_names else None
-    restored = [s for s in stages(params) if (wanted is None or s.name in wanted) and s.name not in stale
+    restored = [s for s in stage_list if s.name in wanted and s.name not in stale
                 and all((root / o).exists() for o in s.all_outs)]
-    missing = sorted((wanted or {s.name for s in stages(params)}) - {s.name for s in restored})
-    order_mtimes(restored, root)
+    missing = sorted(wanted - {s.name for s in restored})
+    try:
+        order_mtimes(restored, root)
+    except PermissionError as e:
+        raise RemoteError(f"cannot set the times of a pulled output ({e}): with a shared cache, hardlinks are "
+                          "files of whoever fetched them; use cache_type [reflink, symlink, copy]") from None
     log.info("pulled from %s: %d stage(s) restored and up to date%s", url, len(restored),
              f"; not restored (not on the remote, or changed here): {', '.join(missing)}" if missing else "")
     return [s.name for s in restored]
@@ -175,6 +182,7 @@ def order_mtimes(stage_list: list[Stage], root: Path) -> None:
         for out in stage.all_outs:
             path = root / out
             for p in [*path.rglob("*"), path] if path.is_dir() else [path]:
-                os.utime(p, (t, t), follow_symlinks=False)
+                os.utime(p, (t, t), follow_symlinks=False)   # a link into the cache: the link itself
                 if p.is_symlink():
-                    os.utime(p, (t, t))
+                    with contextlib.suppress(PermissionError):   # a shared cache's file of another user
+                        os.utime(p, (t, t))
