@@ -67,9 +67,9 @@ def log_evaluation(params: Mapping[str, Any], row_id: str, metrics: Mapping[str,
     logger.start()
     ok = logger.log_params(flatten_params(cfg.to_dict()), conflicts="ignore")
     ok &= logger.log_metrics(evaluation_metrics(metrics), step=0)
+    artifacts = [Path(a) for a in artifacts]
     for a in artifacts:
-        if Path(a).is_file():
-            ok &= logger.log_artifacts([(a, "evaluation")])
-        else:
+        if not a.is_file():
             log.warning("MLflow: evaluation artifact %s not found; not logged", a)
+    ok &= logger.log_artifacts([(a, "evaluation") for a in artifacts if a.is_file()])
     return bool(logger.close("FINISHED") and ok)

@@ -151,6 +151,11 @@ def flatten_params(d: Mapping[str, Any], parent: str = "", sep: str = ".") -> di
     return out
 
 
+def to_float(value: Any) -> float:
+    """A metric value as a float: torch / numpy scalars and 1-element tensors too."""
+    return float(value.item() if hasattr(value, "item") else value)
+
+
 def evaluation_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """``bbox_AP`` ... ``segm_APf`` from ``{"bbox": {"AP": ..}}``, ``{"lvis/bbox_AP": ..}`` or
     ``{"bbox_AP": ..}``; ``mask`` is read as ``segm``; None values and other keys are skipped."""
@@ -165,6 +170,6 @@ def evaluation_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         iou, _, name = k.partition("_")
         iou = "segm" if iou == "mask" else iou
         if iou in IOU_TYPES and name in METRIC_KEYS and v is not None:
-            out[f"{iou}_{name}"] = float(v.item() if hasattr(v, "item") else v)
+            out[f"{iou}_{name}"] = to_float(v)
     return out
 

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import urlparse
 
 from seesaw_lvis.engine.runs import (MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, RunIdentity, TrackingSettings,
-                                     _clean_key, _trunc, row_work_dir, settings)
+                                     _clean_key, _trunc, row_work_dir, settings, to_float)
 
 # No telemetry from a reproduction pipeline; a failed request is spooled and replayed, so no
 # minutes of MLflow's HTTP retries either (set before mlflow is imported; the user's values win).
@@ -324,7 +324,7 @@ class RunLogger:
         vals = {}
         for k, v in values.items():
             with contextlib.suppress(TypeError, ValueError):   # mmengine may pass strings: skipped
-                vals[str(k)] = float(v.item() if hasattr(v, "item") else v)
+                vals[str(k)] = to_float(v)
         ts = int(timestamp_ms if timestamp_ms is not None else time.time() * 1000)
         return self._log({"t": "metrics", "step": int(step), "ts": ts, "values": vals}) if vals else True
 
