@@ -202,6 +202,34 @@ def test_mini_schedule_caps_are_per_table(default_params):
     assert resolve.per_table({"table2": 5}, 1) is None
 
 
+def _mask_heads(cfg) -> list[dict]:
+    heads = []
+    resolve.walk(cfg._cfg_dict, lambda d: heads.append(d) if d.get("type") in resolve.MASK_HEADS else None)
+    return heads
+
+
+def test_mini_masks_class_agnostic_per_table(default_params):
+    """mini's mask_class_agnostic shares one mask channel in Table 1's rows (the model then
+    predicts one mask per box), Table 2 keeps per-class masks (its MaskIoU head indexes them);
+    full is the paper's: class-specific everywhere."""
+    import torch
+
+    overlay = default_params["scales"]["mini"]
+    for row_id in ("t1_ce", "t1_seesaw", "t2_mask_rcnn", "t2_htc_lite"):
+        table = default_params["rows"][row_id]["table"]
+        want = bool(resolve.per_table(overlay["mask_class_agnostic"], table))
+        mini = _mask_heads(resolved(default_params, row_id, "mini"))
+        assert mini and all(bool(h.get("class_agnostic", False)) == want for h in mini), row_id
+        assert not any(h.get("class_agnostic") for h in _mask_heads(resolved(default_params, row_id, "full")))
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    head = MODELS.build(_mask_heads(resolved(default_params, "t1_ce", "mini"))[0])
+    assert head.conv_logits.out_channels == 1
+    assert head(torch.zeros(2, head.in_channels, 14, 14)).shape[1] == 1
+
+
 def test_spread_keeps_both_ends_evenly():
     assert resolve.spread([0, 1, 2, 3, 4], 3) == [0, 2, 4]
     assert resolve.spread([0, 1, 2, 3, 4], 2) == [0, 4]

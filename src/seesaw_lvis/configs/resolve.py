@@ -35,6 +35,9 @@ SIZE_KEYS = ("scale", "scales", "crop_size")
 CHANNEL_KEYS = ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "inter_channels",
                 "delta_fc_channels")
 FULL_CHANNELS, FULL_FC_CHANNELS = 256, 1024
+# Mask heads whose per-class output channels the overlay's mask_class_agnostic shares (mmdet's
+# MaskIoU head indexes per-class masks: the mask scoring rows of Table 2 must keep theirs).
+MASK_HEADS = {"FCNMaskHead", "HTCMaskHead"}
 
 
 # Stages run from the repository root and declare the configs under src/ as their deps: read
@@ -282,6 +285,7 @@ def _fewer_tta_scales(d: dict, n: int) -> None:
 
 def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> None:
     factor = overlay["image_scale"]
+    mask_class_agnostic = per_table(overlay["mask_class_agnostic"], table)
 
     def visit(d: dict) -> None:
         kind = d.get("type")
@@ -320,6 +324,8 @@ def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> 
             d["compressed_channels"] = min(d["compressed_channels"], overlay["channels"])
         if d.get("max_per_img") == 300 and "nms_pre" not in d:  # LVIS's detections per image
             d["max_per_img"] = overlay["max_dets"]
+        if mask_class_agnostic and kind in MASK_HEADS:
+            d["class_agnostic"] = True
         _shrink_sampling(d, overlay)
 
     walk(cfg._cfg_dict, visit)
