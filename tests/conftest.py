@@ -133,9 +133,11 @@ def mlflow_server(cwd: Path, env: dict[str, str]):
 
 
 def set_params(repo: Path, **changes) -> None:
+    """Set top-level keys of the copy's pipeline.yaml; a key set to None is removed."""
     path = repo / "params" / "pipeline.yaml"
     params = yaml.safe_load(path.read_text())
     params.update(changes)
+    params = {k: v for k, v in params.items() if v is not None}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

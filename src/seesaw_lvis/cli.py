@@ -88,10 +88,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from seesaw_lvis import params as P
+    from seesaw_lvis.sweep import params_for_row
     from seesaw_lvis.engine.launch import relaunch_distributed_if_needed
     from seesaw_lvis.engine.train import train
 
-    params = P.load(args.params)
+    params = params_for_row(P.load(args.params), args.row)  # a sweep cell is a row too
     row = params["rows"].get(args.row)
     if row is None:
         raise ValueError(f"--row {args.row}: not a row of params/rows.yaml ({', '.join(params['rows'])})")
@@ -123,10 +124,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.row:  # a row: predict with its checkpoint, then evaluate the results files
         from seesaw_lvis import params as P
         from seesaw_lvis.engine.evaluate import evaluate_row
+        from seesaw_lvis.sweep import params_for_row
 
         if not (args.params and args.checkpoint and args.out_dir):
             raise ValueError("evaluate --row needs --params, --checkpoint and --out-dir")
-        params = P.load(args.params)
+        params = params_for_row(P.load(args.params), args.row)  # a sweep cell is a row too
         if args.row not in params["rows"]:
             raise ValueError(f"--row {args.row}: not a row of params/rows.yaml ({', '.join(params['rows'])})")
         seed = _seed_of(params, args.row, args.seed)
@@ -165,9 +167,10 @@ def _cmd_push_pull(args: argparse.Namespace) -> int:
 def _cmd_track(args: argparse.Namespace) -> int:
     from seesaw_lvis import params as P
     from seesaw_lvis.engine import tracking
+    from seesaw_lvis.sweep import params_for_row
 
     try:
-        params = P.load(args.params)
+        params = params_for_row(P.load(args.params), args.row)  # a sweep cell is a row too
         n = tracking.sync_pending(args.work_dir, params, args.row, _seed_of(params, args.row, args.seed))
     except tracking.TrackingUnavailableError as e:
         log.error("%s", e)
@@ -182,6 +185,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     written = build.run(P.load(args.params), Path(args.out_dir))
     log.info("report: %d files written under %s", len(written), args.out_dir)
+    return 0
+
+
+def _cmd_sweep_report(args: argparse.Namespace) -> int:
+    from seesaw_lvis import params as P
+    from seesaw_lvis.report import sweep
+
+    written = sweep.run(P.load(args.params), Path(args.out_dir))
+    log.info("sweep report: %d files written under %s", len(written), args.out_dir)
     return 0
 
 
@@ -298,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("report", "Tables 1-2 (md, csv, tex) and the figures, from the evaluation files", _cmd_report)
     p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")
     p.add_argument("--out-dir", default="reports", help="writes tables/ and figures/ here")
+
+    p = verb("sweep-report", "the Seesaw (p, q) grid's table (md, csv, tex), heatmaps and curves, from the "
+             "evaluation files of its cells", _cmd_sweep_report)
+    p.add_argument("--params", default="params/pipeline.yaml", help="params/pipeline.yaml")
+    p.add_argument("--out-dir", default="reports", help="writes tables/sweep.* and figures/sweep_* here")
 
     p = verb("dvc-yaml", "regenerate dvc.yaml from the stage list", _cmd_dvc_yaml)
     p.add_argument("--params", default="params/pipeline.yaml")

@@ -10,10 +10,10 @@ from tests.conftest import run
 pytestmark = pytest.mark.pipeline
 
 
-def snakemake_stages(repo, with_priority: bool = False) -> dict[str, dict]:
-    """Every job of `snakemake all`, from a forced dry run with shell commands printed
-    (cmd, outs, deps; and the job's scheduling priority when asked)."""
-    out = run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", "all"], repo).stdout
+def snakemake_stages(repo, with_priority: bool = False, targets: tuple[str, ...] = ("all", "sweep")) -> dict[str, dict]:
+    """Every job of the targets (the tables and the grid), from a forced dry run with shell
+    commands printed (cmd, outs, deps; and the job's scheduling priority when asked)."""
+    out = run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", *targets], repo).stdout
     stages, job = {}, None
     for line in out.splitlines():
         if line.startswith("rule ") and line.endswith(":"):
@@ -73,10 +73,23 @@ def test_snakemake_and_dvc_declare_the_same_stages(pipeline_copy):
     assert {"data", "stats", "pretrain_resnet", "pretrain_resnest"} | {f"evaluate_{r}_s0" for r in rows} <= set(smk)
     assert {"train_t1_ce_s1", "evaluate_t1_ce_s2", "train_t2_seesaw_s1"} <= set(smk)  # mini's replicates
     assert "train_t2_seesaw_s2" not in smk
+    assert {"train_sweep_p0_q0_s1", "evaluate_sweep_p1p2_q3_s0", "sweep"} <= set(smk)   # the grid's
+    assert "train_sweep_p0_q0_s2" not in smk
     for name in smk:
         assert smk[name]["cmd"] == dvc[name]["cmd"], name
         assert smk[name]["outs"] == dvc[name]["outs"], name
         assert smk[name]["deps"] == dvc[name]["deps"], name
+
+
+def test_all_leaves_the_grid_to_its_own_target(pipeline_copy):
+    """`snakemake all` (make demo) plans no stage of the sweep; `snakemake sweep` plans the
+    grid and what it needs, not the tables' report."""
+    tables = snakemake_stages(pipeline_copy, targets=("all",))
+    grid = snakemake_stages(pipeline_copy, targets=("sweep",))
+    assert not any("sweep" in name for name in tables) and "report" in tables
+    assert "report" not in grid and {"data", "stats", "pretrain_resnet", "sweep"} <= set(grid)
+    assert not any(n.startswith(("train_t", "evaluate_t")) for n in grid)
+    assert len([n for n in grid if n.startswith("train_sweep_")]) == 16 * 2
 
 
 def test_both_dags_follow_the_params_file(pipeline_copy):

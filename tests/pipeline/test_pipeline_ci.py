@@ -49,7 +49,8 @@ def free_port() -> int:
 
 
 def planned_jobs(repo: Path) -> set[str]:
-    out = snakemake(repo, "-n", "--quiet", "rules", "all").stdout
+    """What Snakemake would run to bring both targets, the tables (all) and the grid (sweep), up to date."""
+    out = snakemake(repo, "-n", "--quiet", "rules", "all", "sweep").stdout
     jobs = set()
     for line in out.splitlines():
         parts = line.split()
@@ -65,7 +66,15 @@ def finished_pipeline(tmp_path_factory):
     set_params(repo, scale="ci", synthetic={**params["synthetic"], **SMALL_DATA})
     run([sys.executable, "-m", "seesaw_lvis", "dvc-yaml"], repo)
     proc = snakemake(repo, "all")
-    return repo, proc
+    # `all` (make demo) builds nothing of the grid; `snakemake sweep` then builds only the grid
+    assert not list((repo / "results/eval").glob("sweep_*")) and not (repo / "reports/tables/sweep.md").exists()
+    # ... and DVC recorded what it built: the tables' target is up to date, the grid not yet run
+    assert "up to date" in dvc(repo, "status", "--with-deps", "report").stdout
+    assert "train_sweep_p0_q0_s0:" in dvc(repo, "status").stdout
+    before = (repo / "reports/tables/table1.md").stat().st_mtime
+    sweep_proc = snakemake(repo, "sweep")
+    assert (repo / "reports/tables/table1.md").stat().st_mtime == before, "the tables' report re-ran"
+    return repo, (proc, sweep_proc)
 
 
 def rows_of(repo: Path) -> list[str]:
@@ -73,15 +82,21 @@ def rows_of(repo: Path) -> list[str]:
 
 
 def runs_of(repo: Path) -> list[tuple[str, int]]:
-    """Every (row, replicate seed) of the copy's params."""
+    """Every (row, replicate seed) of the copy's params, the sweep's cells among the rows."""
     from seesaw_lvis.params import load, row_seeds
+    from seesaw_lvis.sweep import with_cells
 
-    params = load(repo / "params/pipeline.yaml")
+    params = with_cells(load(repo / "params/pipeline.yaml"))
     return [(row, seed) for row in params["rows"] for seed in row_seeds(params, row)]
 
 
+# The ci grid: 2 x 2 cells of t1_seesaw, one seed each.
+SWEEP_CELLS = ("sweep_p0_q0", "sweep_p0_q2", "sweep_p0p8_q0", "sweep_p0p8_q2")
+SWEEP_JOBS = {f"{k}_{c}_s0" for c in SWEEP_CELLS for k in ("train", "evaluate")} | {"sweep"}
+# What an edit of t1_seesaw's config re-runs: both seeds of the row, the report, and the grid,
+# every cell of which is that config.
 SEESAW_JOBS = {"train_t1_seesaw_s0", "evaluate_t1_seesaw_s0", "train_t1_seesaw_s1", "evaluate_t1_seesaw_s1",
-               "report"}
+               "report"} | SWEEP_JOBS
 
 
 def test_every_row_is_trained_and_evaluated_at_each_seed(finished_pipeline):
@@ -125,6 +140,35 @@ def test_report_carries_seeds_and_paired_intervals(finished_pipeline):
     assert doc["rows"]["t2_syncbn"]["reference"] == "t2_mask_rcnn"
     md = (repo / "reports/tables/table1.md").read_text()
     assert "± " in md and "bootstrap CI" in md
+
+
+def test_sweep_target_builds_the_grid_with_intervals(finished_pipeline):
+    """`snakemake sweep` at ci: a 2 x 2 grid, one seed per cell, its table and figures; every
+    cell is an MLflow run tagged with p, q and seed; the cell at t1_seesaw's own factors is
+    t1_seesaw's config at its seed: the same numbers (training is deterministic)."""
+    import csv
+
+    import mlflow
+
+    repo, _ = finished_pipeline
+    rows = list(csv.DictReader((repo / "reports/tables/sweep.csv").open()))
+    assert [(r["p"], r["q"]) for r in rows] == [("0", "0"), ("0", "2"), ("0.8", "0"), ("0.8", "2")]
+    for r in rows:
+        assert r["status"] == "ok" and r["n_seeds"] == "1", r
+        assert float(r["bbox_AP_ci_low"]) <= float(r["bbox_AP_ci_high"]), r
+        assert (r["bbox_AP_vs_control_mean"] == "") == (r["p"] == r["q"] == "0"), r  # the control: none
+    for name in ("sweep_heatmaps", "sweep_marginals"):
+        assert (repo / f"reports/figures/{name}.png").stat().st_size > 0
+    assert "| 0.8 | 2 | 1 |" in (repo / "reports/tables/sweep.md").read_text()
+    own = json.loads((repo / "results/eval/t1_seesaw/seed0/metrics.json").read_text())
+    cell = json.loads((repo / "results/eval/sweep_p0p8_q2/seed0/metrics.json").read_text())
+    assert cell["segm"]["AP"] == own["segm"]["AP"] and cell["bbox"]["AP"] == own["bbox"]["AP"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seesaw_lvis")
+    runs = client.search_runs([exp.experiment_id], "tags.sweep_of = 't1_seesaw'", max_results=100)
+    assert sorted((r.data.tags["p"], r.data.tags["q"], r.data.tags["seed"]) for r in runs) == \
+        [("0", "0", "0"), ("0", "2", "0"), ("0.8", "0", "0"), ("0.8", "2", "0")]
+    assert all("segm_APr" in r.data.metrics for r in runs)
 
 
 def test_dvc_sees_snakemakes_work_and_repro_runs_nothing(finished_pipeline):
@@ -198,7 +242,10 @@ def test_mlflow_has_one_run_per_row_with_curves_and_metrics(finished_pipeline):
 
 def test_dvc_plots_show_renders_every_rows_training_curves(finished_pipeline, tmp_path):
     repo, _ = finished_pipeline
-    rows = yaml.safe_load((repo / "params/rows.yaml").read_text())["rows"]
+    from seesaw_lvis.params import load
+    from seesaw_lvis.sweep import with_cells
+
+    rows = with_cells(load(repo / "params/pipeline.yaml"))["rows"]
     trained = [f"{r}/seed{s}" for r, s in runs_of(repo) if rows[r]["kind"] != "tta"]
     shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)
     plots = shown.get("data", shown)  # {plot id: [{"type": "vega", "content": ...}]}
@@ -244,10 +291,10 @@ def test_one_rows_config_change_reruns_only_it_and_its_descendants(finished_pipe
     original = cfg.read_text()
     try:
         cfg.write_text(original + "\n# a user's edit\n")
-        assert planned_jobs(repo) == SEESAW_JOBS  # both seeds of the row, nothing else
+        assert planned_jobs(repo) == SEESAW_JOBS  # both seeds of the row and the grid, nothing else
         changed = dvc(repo, "status").stdout
-        assert all(f"{j}:" in changed for j in SEESAW_JOBS - {"report"}), changed
-        others = [(r, s) for r, s in runs_of(repo) if r != "t1_seesaw"]
+        assert all(f"{j}:" in changed for j in SEESAW_JOBS - {"report", "sweep"}), changed
+        others = [(r, s) for r, s in runs_of(repo) if r != "t1_seesaw" and r not in SWEEP_CELLS]
         assert not any(f"train_{r}_s{s}:" in changed or f"evaluate_{r}_s{s}:" in changed for r, s in others), \
             changed
     finally:

@@ -122,7 +122,8 @@ def test_pipeline_runs_through_slurm(slurm_cluster, tracking_server, pipeline_co
     # (the seed lists name only rows that exist: Table 2's are gone from this copy)
     # The server's database outlives the test: this run's own experiment.
     experiment = f"slurm_test_{uuid.uuid4().hex[:8]}"
-    set_params(pipeline_copy, scale="ci", seeds={s: {"default": [0]} for s in ("full", "mini", "ci")},
+    # (no ablation grid: its row is gone from this copy)
+    set_params(pipeline_copy, scale="ci", seeds={s: {"default": [0]} for s in ("full", "mini", "ci")}, sweep=None,
                tracking={"uri": "sqlite:///mlflow.db", "experiment": experiment,
                          "artifact_location": "mlartifacts", "retry_interval_s": 60})
     rows_file = pipeline_copy / "params/rows.yaml"

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from seesaw_lvis.report import effects
 from seesaw_lvis.report.effects import EFFECT_METRICS, paired_difference, row_effects, summarize
 
 
@@ -101,4 +102,13 @@ def test_row_effects_without_matches_keeps_the_point_estimate():
     d = out["b"]["difference"]["mask_AP"]
     assert d["mean"] == pytest.approx(3.0) and d["ci_low"] is None and d["n_seeds"] == 2
     assert out["b"]["metrics"]["mask_AP"] == {"mean": 14.0, "std": pytest.approx(np.sqrt(2)), "n_seeds": 2,
-                                              "val_se": None}  # no matches: no val resamples
+                                              "val_se": None, "ci_low": None, "ci_high": None}  # no val resamples
+
+
+def test_a_runs_own_interval_holds_its_mean_and_is_zero_width_without_noise():
+    rng = np.random.default_rng(0)
+    flat = effects.mean_interval({0: 5.0, 1: 5.0}, {0: np.full(100, 5.0), 1: np.full(100, 5.0)}, rng)
+    assert (flat["mean"], flat["ci_low"], flat["ci_high"], flat["n_seeds"]) == (5.0, 5.0, 5.0, 2)
+    noisy = effects.mean_interval({0: 4.0, 1: 6.0}, {0: 4.0 + rng.normal(0, 1, 500), 1: 6.0 + rng.normal(0, 1, 500)},
+                                  rng)
+    assert noisy["mean"] == 5.0 and noisy["ci_low"] < 5.0 < noisy["ci_high"]

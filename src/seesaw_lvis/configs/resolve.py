@@ -14,6 +14,7 @@ applies the scale overlay of ``params/scales.yaml``:
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -361,11 +362,14 @@ def load(params: Mapping[str, Any], row_id: str, scale: str | None = None, seed:
     if row_id not in params["rows"]:
         raise KeyError(f"row '{row_id}' not in params/rows.yaml (rows: {', '.join(params['rows'])})")
     scale = scale or params["scale"]
-    cfg = Config.fromfile(row_config_file(params["rows"][row_id]))
+    row = params["rows"][row_id]
+    cfg = Config.fromfile(row_config_file(row))
     bind_dataset(cfg, params)
+    if row.get("seesaw"):  # a cell of the Seesaw ablation grid (seesaw_lvis.sweep)
+        set_factors(cfg, row["seesaw"]["p"], row["seesaw"]["q"], f"row {row_id} ({row['config']})")
     overlay = params["scales"][scale]
     if overlay:
-        apply_overlay(cfg, overlay, params["rows"][row_id].get("table"))
+        apply_overlay(cfg, overlay, row.get("table"))
     bind_pretrained(cfg, params, scale)
     cfg.randomness = dict(seed=params["seed"] if seed is None else int(seed))
     return cfg
@@ -375,3 +379,57 @@ def config_hash(cfg) -> str:
     """A short stable hash of a resolved config (its dict, key-sorted), for run tags."""
     text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------
+# Seesaw's factors: read (a config's text, a resolved config) and set (the ablation grid's
+# cells, seesaw_lvis.sweep)
+# --------------------------------------------------------------------------------------------
+SEESAW_TYPES = ("SeesawLoss", "DistSeesawLoss")   # mmdet's and ours (seesaw_lvis.models)
+
+
+def _seesaw_dicts(tree: ast.AST):
+    """The ``dict(type='...SeesawLoss', ...)`` calls and literals of a config file's syntax."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+            items = {kw.arg: kw.value for kw in node.keywords if kw.arg}
+        elif isinstance(node, ast.Dict):
+            items = {k.value: v for k, v in zip(node.keys, node.values)
+                     if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        else:
+            continue
+        t = items.get("type")
+        if isinstance(t, ast.Constant) and t.value in SEESAW_TYPES:
+            yield items
+
+
+def seesaw_factors(config_text: str, source: str = "<config>") -> tuple[float | None, float | None] | None:
+    """(p, q) of the last Seesaw loss written in a config's Python text (None: no Seesaw loss;
+    a factor left to the class default: None), read from its syntax without running it."""
+    found = None
+    for items in _seesaw_dicts(ast.parse(config_text, filename=source)):
+        found = tuple(float(n.value) if isinstance(n, ast.Constant) and isinstance(n.value, (int, float))
+                      else None for n in (items.get("p"), items.get("q")))
+    return found
+
+
+def seesaw_factors_of(cfg) -> tuple[float, float] | None:
+    """(p, q) of a resolved config's (first) Seesaw loss, None without one."""
+    found: list[tuple[float, float]] = []
+    walk(cfg._cfg_dict, lambda d: found.append((float(d["p"]), float(d["q"])))
+         if d.get("type") in SEESAW_TYPES and "p" in d and "q" in d else None)
+    return found[0] if found else None
+
+
+def set_factors(cfg, p: float, q: float, source: str) -> None:
+    """Set p and q of every Seesaw loss of a resolved config (a cascade has one per stage)."""
+    hit = []
+
+    def visit(d: dict) -> None:
+        if d.get("type") in SEESAW_TYPES:
+            d["p"], d["q"] = float(p), float(q)
+            hit.append(d)
+
+    walk(cfg._cfg_dict, visit)
+    if not hit:
+        raise ValueError(f"{source}: no Seesaw loss in the resolved config to set p={p:g}, q={q:g} on")

@@ -105,6 +105,11 @@ def run_identity(params: Mapping[str, Any], row_id: str, cfg=None) -> RunIdentit
             "git_commit": commit, "kind": str(row["kind"]), "run_key": key}
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
+    factors = resolve.seesaw_factors_of(cfg)
+    if factors is not None:  # every Seesaw run: `mlflow ui` pivots the ablation grid on them
+        tags["p"], tags["q"] = (f"{x:g}" for x in factors)
+    if row.get("sweep_of"):
+        tags["sweep_of"] = row["sweep_of"]
     return RunIdentity(key, f"{row_id} seed {seed} ({params['scale']}, {params['dataset']})",
                        settings(params).experiment, tags)
 

@@ -19,7 +19,6 @@ even when rows are missing ("not run" in the tables, a "no data" message in the 
 """
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ import numpy as np
 from seesaw_lvis.io import read_json
 from seesaw_lvis.params import row_seeds, run_dir
 from seesaw_lvis.report import plots, tables
+from seesaw_lvis.configs.resolve import seesaw_factors
 
 log = logging.getLogger(__name__)
 
@@ -164,20 +164,10 @@ def cum_samples(checkpoint: Any) -> tuple[np.ndarray, str] | None:
     return counts[:-1], keys[-1]
 
 
-def seesaw_p(config_text: str) -> float | None:
+def seesaw_p(config_text: str, source: str = "<config>") -> float | None:
     """p of the (last) Seesaw loss in an mmengine config's Python text, without running it."""
-    found = None
-    for node in ast.walk(ast.parse(config_text)):
-        items: dict[str, ast.AST] = {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
-            items = {kw.arg: kw.value for kw in node.keywords if kw.arg}
-        elif isinstance(node, ast.Dict):
-            items = {k.value: v for k, v in zip(node.keys, node.values)
-                     if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-        t, p = items.get("type"), items.get("p")
-        if isinstance(t, ast.Constant) and "seesaw" in str(t.value).lower() and isinstance(p, ast.Constant):
-            found = float(p.value)
-    return found
+    factors = seesaw_factors(config_text, source)
+    return None if factors is None else factors[0]
 
 
 def _mitigation_data(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,7 +186,7 @@ def _mitigation_data(params: Mapping[str, Any]) -> dict[str, Any]:
             continue
         counts, key = found
         cfg_path = train_dir(params, rid) / "config.py"
-        p = seesaw_p(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else None
+        p = seesaw_p(cfg_path.read_text(encoding="utf-8"), str(cfg_path)) if cfg_path.is_file() else None
         if p is None:  # the checkpoint's own copy of the config (mmengine meta.cfg)
             cfg_text = ckpt.get("meta", {}).get("cfg") if isinstance(ckpt, dict) else None
             p = seesaw_p(cfg_text) if isinstance(cfg_text, str) else None

@@ -88,6 +88,14 @@ def paired_difference(observed_ref: Mapping[int, float], observed_new: Mapping[i
             "n_seeds": len(seeds), "seeds": seeds}
 
 
+def mean_interval(observed: Mapping[int, float], boot: Mapping[int, np.ndarray], rng: np.random.Generator,
+                  level: float = 0.95) -> dict[str, Any] | None:
+    """A run's metric as the mean over its seeds with the bootstrap interval of that mean (val
+    images and seeds resampled as for :func:`paired_difference`: its difference from zero)."""
+    zero = {s: 0.0 for s in observed}
+    return paired_difference(zero, observed, {s: np.zeros_like(b) for s, b in boot.items()}, boot, rng, level)
+
+
 def bootstrap_metrics(match_files: Mapping[str, Path], weights: np.ndarray) -> dict[str, np.ndarray]:
     """``{metric: [B] values x100}`` of one run under each row of image ``weights`` [B, n]."""
     from seesaw_lvis.evaluation.bootstrap import MatchTable
@@ -110,7 +118,8 @@ def bootstrap_metrics(match_files: Mapping[str, Path], weights: np.ndarray) -> d
 def row_effects(rows: Sequence[Any], reference: Callable[[int], int | None],
                 match_files: Callable[[str, int], Mapping[str, Path] | None],
                 spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per row: ``{metrics: {m: summarize + val_se}, reference, difference: {m: paired_difference}}``.
+    """Per row: ``{metrics: {m: summarize + val_se + the mean's ci_low / ci_high}, reference,
+    difference: {m: paired_difference}}``.
 
     ``rows``: loaded rows in table order, each with ``.row``, ``.seed_values`` ({seed: {metric:
     x100}}); ``reference(i)``: the index of row i's reference row (None: none); ``match_files(
@@ -141,6 +150,9 @@ def row_effects(rows: Sequence[Any], reference: Callable[[int], int | None],
         entry: dict[str, Any] = {"seeds": sorted(r.seed_values), "metrics": {}, "reference": None,
                                  "difference": {}}
         own = {s: boot(r.row, s) for s in sorted(r.seed_values)}
+        # the row's own intervals: the same seed draws for every row (identical runs, identical
+        # intervals), apart from the stream of the paired differences
+        own_rng = np.random.default_rng([spec["bootstrap_seed"], 1])
         for m, *_ in EFFECT_METRICS:
             entry["metrics"][m] = summarize([v[m] for v in r.seed_values.values()])
             # the val set's own noise: the std of a run's metric over the image resamples
@@ -148,6 +160,11 @@ def row_effects(rows: Sequence[Any], reference: Callable[[int], int | None],
             ses = [float(np.nanstd(b[m], ddof=1)) for b in own.values() if b is not None and
                    np.isfinite(b[m]).sum() > 1]
             entry["metrics"][m]["val_se"] = float(np.mean(ses)) if ses else None
+            have = [s for s, b in own.items() if b is not None and not np.isnan(r.seed_values[s][m])]
+            iv = mean_interval({s: r.seed_values[s][m] for s in have}, {s: own[s][m] for s in have},
+                               own_rng, spec["ci_level"]) if have else None
+            entry["metrics"][m]["ci_low"] = iv["ci_low"] if iv else None
+            entry["metrics"][m]["ci_high"] = iv["ci_high"] if iv else None
         j = reference(i)
         if j is not None and rows[j].seed_values and r.seed_values:
             ref = rows[j]

@@ -116,9 +116,11 @@ def _check_meta(params: Mapping[str, Any], row_id: str, seed: int, meta: Mapping
     return ", ".join(wrong)
 
 
-def load_row(params: Mapping[str, Any], row_id: str, row: Mapping[str, Any]) -> RowResult:
-    """Read the metrics.json of every seed of one row into a RowResult without gains."""
-    seeds = row_seeds(params, row_id)
+def load_row(params: Mapping[str, Any], row_id: str, row: Mapping[str, Any],
+             seeds: list[int] | None = None) -> RowResult:
+    """Read the metrics.json of every seed of one row (default: its seeds in params) into a
+    RowResult without gains."""
+    seeds = row_seeds(params, row_id) if seeds is None else seeds
     paper = {m: (None if row["paper"].get(m) is None else float(row["paper"][m])) for m, *_ in METRICS}
     pattern = str(metrics_path(params, row_id, 0)).replace("/seed0/", "/seed<s>/")
     res = RowResult(row=row_id, title=row["title"], schedule=str(row["schedule"]), table=int(row["table"]),

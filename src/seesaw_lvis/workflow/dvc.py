@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import yaml
 
 from seesaw_lvis.io import write_text
-from seesaw_lvis.workflow.stages import Stage, dvc_yaml, stages
+from seesaw_lvis.workflow.stages import Stage, dvc_yaml, stages, upstream
 
 HEADER = """\
 # GENERATED from params/ by seesaw_lvis.workflow.stages (`python -m seesaw_lvis dvc-yaml`;
@@ -70,11 +70,27 @@ def commit_to_dvc(params: Mapping[str, Any]) -> list[str]:
 
     all_stages = stages(params)
     names = up_to_date_stages(all_stages)
-    if names:
+    if not names:
+        return names
+    dvc = [sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "--force", "--no-relink", "--quiet"]
+    if len(names) == len(all_stages):
         # DVC re-reads dvc.yaml and dvc.lock for each target (~3 s a stage at 32 stages): when
         # every stage is done, as after a successful run, one untargeted commit does them all.
-        targets = [] if len(names) == len(all_stages) else names
-        subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "--force", "--no-relink", "--quiet",
-                        *targets],
-                       check=True)
+        subprocess.run(dvc, check=True)
+        return names
+    # A finished target (the report with everything it reads, or the sweep's) is one target
+    # with --with-deps: after `snakemake all` the sweep's stages are not built, and naming the
+    # 50 others one by one would cost minutes.
+    done, heads, covered = set(names), [], set()
+    for head in (s.name for s in all_stages if s.name in ("report", "sweep")):
+        needed = upstream(all_stages, [head])
+        if needed <= done:
+            heads.append(head)
+            covered |= needed
+    if heads:
+        subprocess.run([*dvc, "--with-deps", *heads], check=True)
+    rest = [n for n in names if n not in covered]
+    if rest:
+        subprocess.run([*dvc, *rest], check=True)
     return names
+

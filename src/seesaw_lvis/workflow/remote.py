@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from seesaw_lvis.workflow.stages import Stage, stages
+from seesaw_lvis.workflow.stages import Stage, stages, upstream
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +158,7 @@ def _closure(stage_list: list[Stage], names: Sequence[str]) -> set[str]:
     unknown = set(names) - {s.name for s in stage_list}
     if unknown:
         raise RemoteError(f"no such stage: {', '.join(sorted(unknown))} (see dvc.yaml)")
-    producer = {o: s.name for s in stage_list for o in s.all_outs}
-    by_name = {s.name: s for s in stage_list}
-    todo, seen = list(names), set()
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(producer[d] for d in by_name[name].deps if d in producer)
-    return seen
+    return upstream(stage_list, names)
 
 
 def order_mtimes(stage_list: list[Stage], root: Path) -> None:

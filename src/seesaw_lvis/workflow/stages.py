@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from seesaw_lvis import sweep
 from seesaw_lvis.params import dataset_dir, pretrain_path, row_seeds, run_dir
 
 PARAMS_FILE = "params/pipeline.yaml"
@@ -51,6 +52,7 @@ class Stage:
     captions: dict[str, dict[str, str]] = field(default_factory=dict)  # Snakemake report entries
     resources: dict[str, Any] = field(default_factory=dict)
     priority: int = 0                      # Snakemake `priority:` (see critical_path_priorities)
+    target: str = "all"                    # the Snakemake target building it: all | sweep
 
     @property
     def all_outs(self) -> list[str]:
@@ -127,6 +129,7 @@ def _log(params: Mapping[str, Any], stage: str) -> str:
 
 def stages(params: Mapping[str, Any]) -> list[Stage]:
     """Every stage of the pipeline for these params, in dependency order."""
+    params = sweep.without_cells(params)  # a job's params may hold the grid's cells as rows
     data = str(dataset_dir(params))
     res, rep = params["paths"]["results"], params["paths"]["reports"]
     stats_dir, figures = f"{res}/stats", f"{rep}/figures"
@@ -167,52 +170,83 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
             outs=[weights], metrics=[f"{Path(weights).parent}/metrics.json"],
             params=["seed", "scale", f"scales.{scale}", f"pretrain.{scale}.{family}"], log=log,
             resources={"kind": "train"}))
-    for row_id, row in params["rows"].items():
+    def run_stages(run_params: Mapping[str, Any], row_id: str, seed: int, target: str) -> list[Stage]:
+        """The train (unless a tta row) and evaluate stages of one (row, seed) run."""
+        row = run_params["rows"][row_id]
         chain = config_chain(row["config"])
         init_deps = [pretrained[backbone_family(row["config"])]] if pretrained else []
-        row_params = ["dataset", "scale", f"scales.{scale}", f"rows.{row_id}"]
+        # a sweep cell: its base row's params (its p and q are in its name, on its command line)
+        row_params = ["dataset", "scale", f"scales.{scale}",
+                      f"rows.{row.get('sweep_of', row_id)}", *(["sweep.row"] if row.get("sweep_of") else [])]
+        train_dir, eval_dir = run_dir(params, "train", row_id, seed), run_dir(params, "eval", row_id, seed)
+        code = [*engine_src, *(_py_files("sweep.py") if row.get("sweep_of") else [])]  # what makes the cell
+        found = []
+        if row["kind"] in ("train", "finetune"):
+            log = _log(params, f"train/{row_id}_s{seed}")
+            init, parent = "", []
+            if row["kind"] == "finetune":
+                parent = [f"{run_dir(params, 'train', row['from'], seed)}/final.pth"]
+                init = f" --init {parent[0]}"
+            found.append(Stage(
+                name=f"train_{row_id}_s{seed}",
+                cmd=(f"python -m seesaw_lvis train --params {PARAMS_FILE} --row {row_id} --seed {seed}"
+                     f" --out-dir {train_dir}{init} --log {log}"),
+                deps=[data, stats_json, *init_deps, *parent, *chain, *code],
+                outs=[f"{train_dir}/final.pth", f"{train_dir}/config.py"],
+                plots=[f"{train_dir}/curves.json"],
+                params=row_params, log=log, resources={"kind": "train"}, target=target))
+        weights = row_id if row["kind"] != "tta" else row["from"]
+        checkpoint = f"{run_dir(params, 'train', weights, seed)}/final.pth"
+        log = _log(params, f"evaluate/{row_id}_s{seed}")
+        found.append(Stage(
+            name=f"evaluate_{row_id}_s{seed}",
+            cmd=(f"python -m seesaw_lvis evaluate --params {PARAMS_FILE} --row {row_id} --seed {seed}"
+                 f" --checkpoint {checkpoint} --out-dir {eval_dir} --log {log}"),
+            deps=[data, checkpoint, *chain, *code, *_py_files("evaluation")],
+            # metrics.json: the whole evaluation (per-class APs, provenance), what the report
+            # reads; matches.<iou>.npz: the per-detection matches the report's bootstrap
+            # resamples; summary.json: the headline numbers, the DVC metric.
+            outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json",
+                  f"{eval_dir}/metrics.json", f"{eval_dir}/matches.bbox.npz", f"{eval_dir}/matches.segm.npz"],
+            metrics=[f"{eval_dir}/summary.json"],
+            params=row_params, log=log, resources={"kind": "evaluate"}, target=target))
+        return found
+
+    for row_id in params["rows"]:
         for seed in row_seeds(params, row_id):
-            train_dir, eval_dir = run_dir(params, "train", row_id, seed), run_dir(params, "eval", row_id, seed)
-            if row["kind"] in ("train", "finetune"):
-                log = _log(params, f"train/{row_id}_s{seed}")
-                init, parent = "", []
-                if row["kind"] == "finetune":
-                    parent = [f"{run_dir(params, 'train', row['from'], seed)}/final.pth"]
-                    init = f" --init {parent[0]}"
-                out.append(Stage(
-                    name=f"train_{row_id}_s{seed}",
-                    cmd=(f"python -m seesaw_lvis train --params {PARAMS_FILE} --row {row_id} --seed {seed}"
-                         f" --out-dir {train_dir}{init} --log {log}"),
-                    deps=[data, stats_json, *init_deps, *parent, *chain, *engine_src],
-                    outs=[f"{train_dir}/final.pth", f"{train_dir}/config.py"],
-                    plots=[f"{train_dir}/curves.json"],
-                    params=row_params, log=log, resources={"kind": "train"}))
-            weights = row_id if row["kind"] != "tta" else row["from"]
-            checkpoint = f"{run_dir(params, 'train', weights, seed)}/final.pth"
-            log = _log(params, f"evaluate/{row_id}_s{seed}")
-            out.append(Stage(
-                name=f"evaluate_{row_id}_s{seed}",
-                cmd=(f"python -m seesaw_lvis evaluate --params {PARAMS_FILE} --row {row_id} --seed {seed}"
-                     f" --checkpoint {checkpoint} --out-dir {eval_dir} --log {log}"),
-                deps=[data, checkpoint, *chain, *engine_src, *_py_files("evaluation")],
-                # metrics.json: the whole evaluation (per-class APs, provenance), what the report
-                # reads; matches.<iou>.npz: the per-detection matches the report's bootstrap
-                # resamples; summary.json: the headline numbers, the DVC metric.
-                outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json",
-                      f"{eval_dir}/metrics.json", f"{eval_dir}/matches.bbox.npz", f"{eval_dir}/matches.segm.npz"],
-                metrics=[f"{eval_dir}/summary.json"],
-                params=row_params, log=log, resources={"kind": "evaluate"}))
+            out += run_stages(params, row_id, seed, "all")
 
     from seesaw_lvis.report import build as report
+
+    sweep_report_src = _py_files("report/sweep.py")
+    report_src = [f for f in _py_files("report", "configs/resolve.py", "io.py") if f not in sweep_report_src]
 
     log = _log(params, "report/report")
     out.append(Stage(
         name="report",
         cmd=f"python -m seesaw_lvis report --params {PARAMS_FILE} --out-dir {rep} --log {log}",
-        deps=[*report.report_inputs(params), *_py_files("report", "io.py")],
+        deps=[*report.report_inputs(params), *report_src],
         outs=report.report_outputs(params), params=["dataset", "scale", "rows", f"seeds.{scale}", "report"],
         log=log,
         captions=report.report_captions(params)))
+
+    if sweep.spec(params) is not None:
+        # The Seesaw ablation grid (seesaw_lvis.sweep): not in `all` (make demo); `snakemake
+        # sweep` / `dvc repro sweep` build it.
+        from seesaw_lvis.report import sweep as sweep_report
+
+        sweep.check_row(params)  # before any job: a row with a Seesaw loss to vary
+        cell_params = sweep.with_cells(params)
+        for cell in sweep.cells(params):
+            for seed in sweep.seeds(params):
+                out += run_stages(cell_params, cell.row_id, seed, "sweep")
+        log = _log(params, "sweep/sweep")
+        out.append(Stage(
+            name="sweep",
+            cmd=f"python -m seesaw_lvis sweep-report --params {PARAMS_FILE} --out-dir {rep} --log {log}",
+            deps=[*sweep_report.inputs(params), *report_src, *sweep_report_src, *_py_files("sweep.py")],
+            outs=sweep_report.outputs(params), params=["dataset", "scale", "sweep", "report"], log=log,
+            captions=sweep_report.captions(params), target="sweep"))
     critical_path_priorities(out, params)
     return out
 
@@ -224,7 +258,8 @@ STAGE_COST = {"train": 2, "evaluate": 1, "tta": 10}
 
 def _cost(stage: Stage, params: Mapping[str, Any]) -> int:
     kind = stage.resources.get("kind")
-    if kind == "evaluate" and params["rows"][stage.name.removeprefix("evaluate_").rsplit("_s", 1)[0]]["kind"] == "tta":
+    row = params["rows"].get(stage.name.removeprefix("evaluate_").rsplit("_s", 1)[0], {})  # sweep cells: none
+    if kind == "evaluate" and row.get("kind") == "tta":
         return STAGE_COST["tta"]
     return STAGE_COST.get(kind, 1)
 
@@ -243,6 +278,19 @@ def critical_path_priorities(stage_list: list[Stage], params: Mapping[str, Any])
     for s in reversed(stage_list):  # dependency order: every dependant comes later, ranked already
         s.priority = _cost(s, params) + max((d.priority for d in stage_list if s.name in needs[d.name]),
                                             default=0)
+
+
+def upstream(stage_list: list[Stage], names) -> set[str]:
+    """``names`` and every stage they depend on, transitively."""
+    producer = {o: s.name for s in stage_list for o in s.all_outs}
+    by_name = {s.name: s for s in stage_list}
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(producer[d] for d in by_name[name].deps if d in producer)
+    return seen
 
 
 def params_file_of(key: str) -> str:
