@@ -50,7 +50,7 @@ def free_port() -> int:
 
 def planned_jobs(repo: Path) -> set[str]:
     """What Snakemake would run to bring both targets, the tables (all) and the grid (sweep), up to date."""
-    out = snakemake(repo, "-n", "--quiet", "rules", "all", "sweep").stdout
+    out = snakemake(repo, "-n", "all", "sweep", "--quiet", "rules").stdout   # --quiet takes a list: last
     jobs = set()
     for line in out.splitlines():
         parts = line.split()
