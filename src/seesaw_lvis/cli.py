@@ -57,6 +57,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from seesaw_lvis import params as P
     from seesaw_lvis.data import stats
+    from seesaw_lvis.data.frequency import lvis_v1_fraction_for
     from seesaw_lvis.workflow.lineage import stage_lineage
 
     params = P.load(args.params)
@@ -64,7 +65,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     result = stats.run(
         Path(args.train_json), out_dir / "class_freq.csv", out_dir / "class_freq.json",
         fig_dir / "class_frequency.png", fig_dir / "class_frequency.svg",
-        rfs_threshold=params["stats"]["rfs_threshold"],
+        rfs_threshold=lvis_v1_fraction_for(params, params["stats"]["rfs_threshold"]),
         title=f"Class frequencies of the {params['dataset']} training split",
         lineage=stage_lineage(params, "stats"))
     g = result["groups"]

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from seesaw_lvis.configs import resolve
+from seesaw_lvis.data import stats
+from seesaw_lvis.data.frequency import LVIS_V1_TRAIN_IMAGES, lvis_v1_fraction_for
 
 # What each row may change relative to the row above (dotted key prefixes of the resolved
 # config). The base rows of each table have no row above.
@@ -368,5 +370,27 @@ def test_eql_protects_the_same_tail_by_image_count_on_every_dataset(default_para
     assert full.lambda_ == 1.1e-3
     mini = resolved(default_params, "t1_eql", "mini").model.roi_head.bbox_head.loss_cls
     n = default_params["synthetic"]["train_images"]
-    assert mini.lambda_ * n == pytest.approx(1.1e-3 * resolve.LVIS_V1_TRAIN_IMAGES)
+    assert mini.lambda_ * n == pytest.approx(1.1e-3 * LVIS_V1_TRAIN_IMAGES)
     assert mini.lambda_ * n == pytest.approx(110.2, abs=0.1)  # image count: LVIS's common/frequent bound
+
+
+def test_rfs_repeats_the_same_tail_by_image_count_on_every_dataset(default_params, lvis_params, tmp_path):
+    """RFS's t = 1e-3 of LVIS v1's images (r_c > 1 below ~100 images): the finetune row's
+    sampler and the stats stage use the same image-count bound on the synthetic set, where
+    1e-3 itself would be below every category and repeat nothing."""
+    full = resolved(lvis_params, "t2_finetune", "full").train_dataloader.dataset
+    assert full.oversample_thr == 1e-3 == lvis_params["stats"]["rfs_threshold"]
+    mini = resolved(default_params, "t2_finetune", "mini").train_dataloader.dataset
+    n = default_params["synthetic"]["train_images"]
+    assert mini.type == "ClassBalancedDataset"
+    assert mini.oversample_thr * n == pytest.approx(1e-3 * LVIS_V1_TRAIN_IMAGES)
+    t = lvis_v1_fraction_for(default_params, default_params["stats"]["rfs_threshold"])
+    assert t == pytest.approx(mini.oversample_thr)
+    # on the synthetic categories: the rare ones are repeated, the frequent ones are not
+    train = {"images": [{"id": i} for i in range(n)],
+             "categories": [{"id": 1, "image_count": 1}, {"id": 2, "image_count": 150}],
+             "annotations": [{"id": 1, "image_id": 0, "category_id": 1},
+                             *({"id": 2 + i, "image_id": i, "category_id": 2} for i in range(150))]}
+    factors = {c["category_id"]: c["repeat_factor"] for c in stats.compute(train, t)["categories"]}
+    assert factors[1] == pytest.approx((t * n) ** 0.5) and factors[1] > 10
+    assert factors[2] == 1.0

@@ -97,7 +97,7 @@ def test_a_cell_resolves_to_the_row_with_its_factors_only(params):
 
 
 def test_sweep_stages_are_their_own_target(params, repo_root, monkeypatch):
-    from seesaw_lvis.workflow.stages import stages
+    from seesaw_lvis.workflow.stages import sinks, stages
 
     monkeypatch.chdir(repo_root)
     listed = {s.name: s for s in stages(params)}
@@ -117,8 +117,11 @@ def test_sweep_stages_are_their_own_target(params, repo_root, monkeypatch):
     # nothing of the table stages reads the grid
     assert not any(d.startswith(params["paths"]["results"] + "/eval/sweep_") for s in listed.values()
                    if s.target == "all" for d in s.deps)
+    # the heads DVC commits with --with-deps once their target is built
+    assert sinks(list(listed.values())) == ["report", "sweep"]
     del params["sweep"]
     assert not any(s.target == "sweep" for s in stages(params))
+    assert sinks(stages(params)) == ["report"]
 
 
 def test_report_means_intervals_and_control_differences(params, repo_root, monkeypatch, caplog):

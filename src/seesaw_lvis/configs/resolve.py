@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from seesaw_lvis.data.frequency import lvis_v1_fraction_for
 from seesaw_lvis.params import dataset_dir, pretrain_path
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -82,25 +83,6 @@ def class_names(params: Mapping[str, Any]) -> tuple[str, ...] | None:
     return tuple(category_names(spec_from_params(params)))
 
 
-# LVIS v1's training images: EQL's lambda = 1.1e-3 of them is its tail's image-count bound.
-LVIS_V1_TRAIN_IMAGES = 100_170
-
-
-def eql_lambda(params: Mapping[str, Any]) -> float:
-    """EQL's lambda for the synthetic dataset: the same tail as at full, by image count.
-
-    lambda is a threshold on f_j = image_count_j / num_train_images. On LVIS v1 (100,170
-    training images) the paper's 1.1e-3 protects the categories in fewer than ~110 images:
-    the rare and common groups. On a 500-image set the same number would protect none (a
-    category in one image already has f = 2e-3) and the row would be plain sigmoid CE,
-    its modification gone. So the overlay keeps the tail's image-count bound, not the
-    number: lambda = 1.1e-3 x 100,170 / num_train_images (LVIS v1 itself keeps 1.1e-3).
-    """
-    from seesaw_lvis.models.losses.eql import LAMBDA_LVIS_V1
-
-    return LAMBDA_LVIS_V1 * LVIS_V1_TRAIN_IMAGES / params["synthetic"]["train_images"]
-
-
 def bind_dataset(cfg, params: Mapping[str, Any]) -> None:
     root = str(dataset_dir(params)) + "/"
     names = class_names(params)
@@ -118,8 +100,12 @@ def bind_dataset(cfg, params: Mapping[str, Any]) -> None:
             d["num_classes"] = num_classes
         if "freq_file" in d:
             d["freq_file"] = freq_file
-        if names is not None and d.get("type") == "EQLoss":  # the synthetic set's own tail bound
-            d["lambda_"] = eql_lambda(params)
+        # EQL's lambda and RFS's t are fractions of LVIS v1's training images: the same image
+        # counts on the synthetic set (data.frequency.lvis_v1_fraction_for)
+        if d.get("type") == "EQLoss":
+            d["lambda_"] = lvis_v1_fraction_for(params, d["lambda_"])
+        if d.get("type") == "ClassBalancedDataset":
+            d["oversample_thr"] = lvis_v1_fraction_for(params, d["oversample_thr"])
 
     walk(cfg._cfg_dict, visit)
     cfg.data_root = root

@@ -16,3 +16,21 @@ def frequency_group(image_count: int) -> str:
     if image_count <= COMMON_MAX:
         return "c"
     return "f"
+
+
+# LVIS v1's training images. Two methods of the paper's pipeline threshold a category's image
+# fraction f = image_count / training images with a value set on LVIS v1: EQL's lambda
+# (1.1e-3, the categories in fewer than ~110 images) and RFS's t (1e-3: r_c > 1 below ~100
+# images). Both bounds are the rare and common groups, which LVIS defines by image count.
+LVIS_V1_TRAIN_IMAGES = 100_170
+
+
+def lvis_v1_fraction_for(params, fraction: float) -> float:
+    """``fraction`` (a threshold on f set on LVIS v1) for the params' training set, bounding the
+    same number of training images: the value itself on LVIS v1; on the synthetic set
+    ``fraction x 100,170 / train_images``. Kept as a number instead, the bound would be a third
+    of an image on the 300-image synthetic set, below every category (f >= 1 / 300): EQL would
+    protect nothing and RFS repeat nothing, each row's modification gone."""
+    if params["dataset"] != "synthetic":
+        return fraction
+    return fraction * LVIS_V1_TRAIN_IMAGES / params["synthetic"]["train_images"]

@@ -21,6 +21,7 @@ def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: 
                  log_file: Path | None = None) -> dict[str, Any]:
     """Returns the metrics written to ``out_dir/metrics.json``."""
     from seesaw_lvis import params as P
+    from seesaw_lvis.configs import resolve
     from seesaw_lvis.data.download import file_digest
     from seesaw_lvis.engine.predict import predict
     from seesaw_lvis.evaluation import lvis_eval
@@ -29,7 +30,8 @@ def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: 
 
     out_dir = Path(out_dir)
     lineage = stage_lineage(params, f"evaluate_{row_id}_s{seed}")  # of what this run reads: before it runs
-    files = predict(params, row_id, Path(checkpoint), out_dir, seed=seed)
+    cfg = resolve.load(params, row_id, seed=seed)  # once: parsing the config chain takes seconds
+    files = predict(params, row_id, Path(checkpoint), out_dir, seed=seed, cfg=cfg)
     gt = P.dataset_dir(params) / "annotations" / "lvis_v1_val.json"
     metrics: dict[str, Any] = {}
     for iou_type, results in files.items():
@@ -46,22 +48,24 @@ def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: 
     out = write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "summary.json", lvis_eval.headline(metrics))  # `dvc metrics show`
     artifacts = [out, Path(checkpoint).parent / "config.py", *([Path(log_file)] if log_file else [])]
-    log_evaluation(params, row_id, metrics, [a for a in artifacts if a.is_file()], seed=seed)
+    log_evaluation(params, row_id, metrics, [a for a in artifacts if a.is_file()], seed=seed, cfg=cfg)
     return metrics
 
 
 def log_evaluation(params: Mapping[str, Any], row_id: str, metrics: Mapping[str, Any],
                    artifacts: Iterable[str | os.PathLike] = (), work_dir: str | os.PathLike | None = None,
-                   seed: int | None = None) -> bool:
+                   seed: int | None = None, cfg=None) -> bool:
     """A row's evaluation into its run: the metrics of :func:`evaluation_metrics` at step 0,
     ``artifacts`` under ``evaluation/`` and the resolved config's params the run lacks (tta rows
-    never train). Spools to ``work_dir`` (default the run's work dir) while the store is down.
-    True when everything reached the store."""
+    never train). ``cfg``: the row's resolved config (default: resolved here). Spools to
+    ``work_dir`` (default the run's work dir) while the store is down. True when everything
+    reached the store."""
     from seesaw_lvis.configs import resolve
     from seesaw_lvis.engine.runs import evaluation_metrics, flatten_params, row_work_dir, run_identity, settings
     from seesaw_lvis.engine.tracking import RunLogger
 
-    cfg = resolve.load(params, row_id, seed=seed)
+    if cfg is None:
+        cfg = resolve.load(params, row_id, seed=seed)
     spool_dir = Path(work_dir) if work_dir is not None else row_work_dir(params, row_id, cfg.randomness.seed)
     logger = RunLogger(settings(params), run_identity(params, row_id, cfg), spool_dir, label=f"row {row_id}")
     logger.start()

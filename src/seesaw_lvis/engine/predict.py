@@ -20,9 +20,11 @@ IOU_TYPES = ("bbox", "segm")
 
 
 def predict(params: Mapping[str, Any], row_id: str, checkpoint: Path, out_dir: Path,
-            seed: int | None = None) -> dict[str, Path]:
-    """Write ``out_dir/results.{bbox,segm}.json`` for ``row_id`` (resolved with ``seed``) with
-    ``checkpoint``."""
+            seed: int | None = None, cfg=None) -> dict[str, Path]:
+    """Write ``out_dir/results.{bbox,segm}.json`` for ``row_id`` (resolved with ``seed``, or
+    ``cfg``, its resolved config, left unchanged) with ``checkpoint``."""
+    import copy
+
     from mmengine.runner import Runner
 
     from seesaw_lvis import compat
@@ -31,7 +33,7 @@ def predict(params: Mapping[str, Any], row_id: str, checkpoint: Path, out_dir: P
     compat.install()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = resolve.load(params, row_id, seed=seed)
+    cfg = resolve.load(params, row_id, seed=seed) if cfg is None else copy.deepcopy(cfg)
     if cfg.get("tta_model"):  # a TTA row: wrap the model, test on the augmented views (mmdet's --tta)
         cfg.model = dict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline

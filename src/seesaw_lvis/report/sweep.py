@@ -82,22 +82,12 @@ def build(params: Mapping[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # tables
 # --------------------------------------------------------------------------------------------
-def _f(v: float | None, fmt: str = "{:.1f}") -> str:
-    return tables.DASH if v is None else fmt.format(v)
-
-
-def _mean_ci(m: Mapping[str, Any] | None) -> str:
-    if not m or m.get("mean") is None:
+def _interval(estimate: Mapping[str, Any] | None, signed: bool = False) -> str:
+    """An effects.json estimate ({mean, ci_low, ci_high}) as a table cell."""
+    if not estimate:
         return tables.DASH
-    ci = f" [{_f(m.get('ci_low'))}, {_f(m.get('ci_high'))}]" if m.get("ci_low") is not None else ""
-    return _f(m["mean"]) + ci
-
-
-def _diff_ci(d: Mapping[str, Any] | None) -> str:
-    if not d or d.get("mean") is None:
-        return tables.DASH
-    ci = f" [{_f(d['ci_low'], '{:+.1f}')}, {_f(d['ci_high'], '{:+.1f}')}]" if d.get("ci_low") is not None else ""
-    return _f(d["mean"], "{:+.1f}") + ci
+    ci = (estimate["ci_low"], estimate["ci_high"]) if estimate.get("ci_low") is not None else None
+    return tables.interval_cell(estimate.get("mean"), ci, signed)
 
 
 def _level(params: Mapping[str, Any]) -> str:
@@ -128,8 +118,8 @@ def to_rows(built: list[dict[str, Any]]) -> list[list[str]]:
             out.append([f"{c.p:g}", f"{c.q:g}", tables.DASH, r.status, *[tables.DASH] * (2 * len(SHOWN) - 1),
                         r.note])
             continue
-        out.append([f"{c.p:g}", f"{c.q:g}", str(r.n_seeds), *(_mean_ci(e["metrics"].get(m)) for m, _ in SHOWN),
-                    *(_diff_ci(e["difference"].get(m)) for m, _ in SHOWN), r.note])
+        out.append([f"{c.p:g}", f"{c.q:g}", str(r.n_seeds), *(_interval(e["metrics"].get(m)) for m, _ in SHOWN),
+                    *(_interval(e["difference"].get(m), signed=True) for m, _ in SHOWN), r.note])
     return out
 
 

@@ -207,10 +207,6 @@ def build(params: Mapping[str, Any], table: int) -> tuple[list[RowResult], dict[
 # --------------------------------------------------------------------------------------------
 # text
 # --------------------------------------------------------------------------------------------
-def _signed(v: float | None) -> str:
-    return DASH if v is None else f"{v:+.1f}"
-
-
 def _cell(value: float | None, gain: float | None) -> str:
     """'24.3 (+7.4)' like the paper; the gain only where there is one."""
     if value is None:
@@ -228,12 +224,19 @@ def ours_mean_cell(r: RowResult, m: str) -> str:
     return f"{v:.1f} ± {s:.1f}" if s is not None else f"{v:.1f}"
 
 
+def interval_cell(value: float | None, ci: tuple[float, float] | None = None, signed: bool = False) -> str:
+    """An estimate with its CI: '+9.4 [+7.1, +11.6]' (signed: a difference), '18.0 [16.4, 22.7]'."""
+    if value is None:
+        return DASH
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    return fmt.format(value) + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
+
+
 def ours_gain_cell(r: RowResult, m: str) -> str:
     """'+9.4 [+7.1, +11.6]': the paired difference vs the reference row and its CI."""
-    if r.status != OK or r.ours_gain.get(m) is None:
+    if r.status != OK:
         return DASH
-    ci = r.gain_ci.get(m)
-    return f"{r.ours_gain[m]:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
+    return interval_cell(r.ours_gain.get(m), r.gain_ci.get(m), signed=True)
 
 
 def _gain_phrase(table: int, rows: list[RowResult]) -> str:

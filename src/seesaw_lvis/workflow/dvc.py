@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import yaml
 
 from seesaw_lvis.io import write_text
-from seesaw_lvis.workflow.stages import Stage, dvc_yaml, stages, upstream
+from seesaw_lvis.workflow.stages import Stage, dvc_yaml, sinks, stages, upstream
 
 HEADER = """\
 # GENERATED from params/ by seesaw_lvis.workflow.stages (`python -m seesaw_lvis dvc-yaml`;
@@ -78,11 +78,11 @@ def commit_to_dvc(params: Mapping[str, Any]) -> list[str]:
         # every stage is done, as after a successful run, one untargeted commit does them all.
         subprocess.run(dvc, check=True)
         return names
-    # A finished target (the report with everything it reads, or the sweep's) is one target
-    # with --with-deps: after `snakemake all` the sweep's stages are not built, and naming the
-    # 50 others one by one would cost minutes.
+    # A finished target (a stage nothing reads, e.g. the report or the sweep's, with everything
+    # it reads) is one target with --with-deps: after `snakemake all` the sweep's stages are
+    # not built, and naming the 50 others one by one would cost minutes.
     done, heads, covered = set(names), [], set()
-    for head in (s.name for s in all_stages if s.name in ("report", "sweep")):
+    for head in sinks(all_stages):
         needed = upstream(all_stages, [head])
         if needed <= done:
             heads.append(head)

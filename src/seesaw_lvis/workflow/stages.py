@@ -152,11 +152,12 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
         deps=[data, *_py_files("data/stats.py", "data/frequency.py", LINEAGE_SRC)],
         outs=[f"{stats_dir}/class_freq.csv", stats_json, f"{figures}/class_frequency.png",
               f"{figures}/class_frequency.svg"],
-        params=["dataset", "stats"], log=log,
+        params=["dataset", "stats", "synthetic.train_images"], log=log,
         captions={f"{figures}/class_frequency.png": {"caption": "workflow/report/class_frequency.rst",
                                                      "category": "Long tail"}}))
 
-    engine_src = _py_files("models", "engine", "configs/resolve.py", "compat.py", LINEAGE_SRC)
+    engine_src = _py_files("models", "engine", "configs/resolve.py", "data/frequency.py", "compat.py",
+                          LINEAGE_SRC)
     pretrained = pretrain_weights(params)
     for family, weights in pretrained.items():
         log = _log(params, f"pretrain/{family}")
@@ -291,6 +292,12 @@ def upstream(stage_list: list[Stage], names) -> set[str]:
             seen.add(name)
             todo.extend(producer[d] for d in by_name[name].deps if d in producer)
     return seen
+
+
+def sinks(stage_list: list[Stage]) -> list[str]:
+    """The stages nothing depends on, in order: the heads of the targets (report, sweep)."""
+    read = {d for s in stage_list for d in s.deps}
+    return [s.name for s in stage_list if not read.intersection(s.all_outs)]
 
 
 def params_file_of(key: str) -> str:
