@@ -37,12 +37,14 @@ demo: install
 	@echo "== seesaw_lvis demo: the whole pipeline on the embedded synthetic dataset =="
 	@echo "== (dataset, scale and rows from params/; the default scale is 'mini') =="
 	snakemake --cores all all
+	python -m seesaw_lvis bench jobs
 	snakemake --cores 1 report --report reports/report.html
 	@echo
 	@echo "Tables:       reports/tables/table{1,2}.{md,csv,tex}"
 	@echo "Plots:        reports/figures/*.{png,svg}   (HTML report: reports/report.html)"
 	@echo "Metrics:      results/eval/<row>/metrics.json; headline numbers of every row: dvc metrics show"
 	@echo "MLflow runs:  mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "Job times:    reports/bench/jobs.json"
 
 test: install
 	python -m pytest $(PYTEST_ARGS)

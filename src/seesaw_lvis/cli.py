@@ -222,6 +222,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from seesaw_lvis.bench import stats
 
         stats.run(out, params_file=args.params)
+    elif args.what == "jobs":
+        from seesaw_lvis import params as P
+        from seesaw_lvis.bench import jobs
+
+        result = jobs.run(P.load(args.params), out, log_file=args.snakemake_log)
+        log.info("%s: %d jobs, %.1f min wall, %.0f job-seconds", result["log"], len(result["jobs"]),
+                 result["wall_min"], result["job_seconds"])
     elif args.what == "full-scale":
         from seesaw_lvis import params as P
         from seesaw_lvis.bench import full_scale
@@ -322,12 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml")
 
     p = verb("bench", "benchmarks written to reports/bench/<what>.json", _cmd_bench)
-    p.add_argument("what", choices=["loss", "eval", "pipeline", "full-scale", "stats"],
+    p.add_argument("what", choices=["loss", "eval", "pipeline", "full-scale", "stats", "jobs"],
                    help="loss: Seesaw fwd+bwd vs mmdet and plain CE; eval: our LVIS evaluator vs lvis-api and "
                         "faster-coco-eval; "
                         "pipeline: no-op snakemake/dvc times and training overhead vs mmdet's Runner; "
                         "full-scale: every row at full builds, takes a CPU training step and predicts; "
-                        "stats: the stats stage on an LVIS v1-sized annotation file")
+                        "stats: the stats stage on an LVIS v1-sized annotation file; "
+                        "jobs: wall time and job-seconds per stage of a finished Snakemake run, from its log")
     p.add_argument("--out", help="output JSON (default reports/bench/<what>.json)")
     p.add_argument("--params", default="params/pipeline.yaml", help="pipeline, full-scale, stats: the params set")
     p.add_argument("--row", help="pipeline: the row whose training is timed (default t1_ce); full-scale: "
@@ -338,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0, help="eval: seconds allowed to each evaluator")
     p.add_argument("--max-memory-gb", type=float,
                    help="eval: address space of each evaluator's process (default: the machine's memory - 4 GB)")
+    p.add_argument("--snakemake-log", help="jobs: the run's Snakemake log (default: the newest complete one "
+                                           "in .snakemake/log/)")
     p.add_argument("--iters", type=int, default=30, help="pipeline: training iterations per timed run")
     p.add_argument("--pairs", type=int, default=3, help="pipeline: interleaved (mmdet Runner, ours) run pairs")
     return parser

@@ -1,0 +1,104 @@
+"""Where a finished Snakemake run spent its time: `python -m seesaw_lvis bench jobs`.
+
+Reads the run's own log (``.snakemake/log/<start>.snakemake.log``, default: the newest that
+reached "100% done"), which stamps every job's start and its "Finished jobid" line, and writes
+``reports/bench/jobs.json``: the run's wall time (Snakemake's "Elapsed time"), the job-seconds
+summed per group (``train`` / ``evaluate`` per table, ``pretrain``, ...) with their share, and
+every job's seconds. Jobs run side by side, so job-seconds over wall time is the parallelism
+the cores gave. The log is the record of the run that was timed (`make demo` writes it), so
+the figure comes from the run itself, not from a second timing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Mapping
+
+from seesaw_lvis.io import write_json
+
+_STAMP = re.compile(r"^\[(\w{3} \w{3}\s+\d+ \d\d:\d\d:\d\d \d{4})\]$")
+_RULE = re.compile(r"^(?:local)?rule (\S+):$")
+_JOBID = re.compile(r"^\s+jobid: (\d+)$")
+_DONE = re.compile(r"^Finished jobid: (\d+)")
+_ELAPSED = re.compile(r"^Elapsed time: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_STAGE = re.compile(r"^(train|evaluate)_(.+)_s(\d+)$")
+
+
+def _stamp(text: str) -> dt.datetime:
+    return dt.datetime.strptime(" ".join(text.split()), "%a %b %d %H:%M:%S %Y")
+
+
+def parse(text: str, source: str = "<log>") -> dict[str, Any]:
+    """Jobs (rule, start, seconds; unfinished ones without seconds) and the elapsed time."""
+    now = rule = None
+    started: dict[str, tuple[str, dt.datetime]] = {}
+    jobs: list[dict[str, Any]] = []
+    elapsed = None
+    for line in text.splitlines():
+        if m := _STAMP.match(line):
+            now = _stamp(m.group(1))
+        elif m := _RULE.match(line):
+            rule = m.group(1)
+        elif (m := _JOBID.match(line)) and rule is not None and now is not None:
+            started[m.group(1)] = (rule, now)
+            rule = None
+        elif (m := _DONE.match(line)) and m.group(1) in started:
+            name, begin = started.pop(m.group(1))
+            jobs.append({"stage": name, "start": begin.isoformat(), "seconds": (now - begin).total_seconds()})
+        elif m := _ELAPSED.match(line):
+            elapsed = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    if not jobs:
+        raise ValueError(f"{source}: no finished Snakemake job in this log")
+    unfinished = [{"stage": name, "start": begin.isoformat()} for name, begin in started.values()]
+    return {"jobs": jobs, "unfinished": unfinished, "elapsed_s": elapsed}
+
+
+def group_of(stage: str, params: Mapping[str, Any]) -> str:
+    """'train table 1', 'evaluate table 2', 'train sweep', 'pretrain', 'report', ..."""
+    if m := _STAGE.match(stage):
+        row = params["rows"].get(m.group(2))
+        return f"{m.group(1)} " + (f"table {row['table']}" if row else "sweep")
+    return stage.split("_")[0]
+
+
+def summarize(parsed: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    jobs = parsed["jobs"]
+    total = sum(j["seconds"] for j in jobs)
+    groups: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
+    for j in jobs:
+        g = groups[group_of(j["stage"], params)]
+        g["jobs"] += 1
+        g["seconds"] += j["seconds"]
+    wall = parsed["elapsed_s"]
+    if wall is None:  # a log cut short: first start to last finish
+        starts = [dt.datetime.fromisoformat(j["start"]) for j in jobs]
+        ends = [s + dt.timedelta(seconds=j["seconds"]) for s, j in zip(starts, jobs)]
+        wall = (max(ends) - min(starts)).total_seconds()
+    return {
+        "wall_s": wall, "wall_min": wall / 60, "job_seconds": total,
+        "parallelism": total / wall if wall else None,
+        "groups": {k: {**v, "share": v["seconds"] / total if total else None}
+                   for k, v in sorted(groups.items(), key=lambda kv: -kv[1]["seconds"])},
+        "jobs": sorted(jobs, key=lambda j: -j["seconds"]), "unfinished": parsed["unfinished"],
+    }
+
+
+def newest_complete_log(repo: Path) -> Path:
+    logs = sorted((repo / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True)
+    for path in logs:
+        if "(100%) done" in path.read_text(encoding="utf-8", errors="replace"):
+            return path
+    raise FileNotFoundError(f"{repo / '.snakemake' / 'log'}: no Snakemake log of a run that completed "
+                            f"(run `snakemake --cores all all` first, or pass --snakemake-log)")
+
+
+def run(params: Mapping[str, Any], out: Path, log_file: Path | None = None, repo: Path = Path(".")) -> dict[str, Any]:
+    log_file = Path(log_file) if log_file else newest_complete_log(repo)
+    if not log_file.is_file():
+        raise FileNotFoundError(f"{log_file}: no such Snakemake log")
+    result = {"log": str(log_file), "scale": params["scale"], "dataset": params["dataset"],
+              **summarize(parse(log_file.read_text(encoding="utf-8", errors="replace"), str(log_file)), params)}
+    write_json(out, result)
+    return result
