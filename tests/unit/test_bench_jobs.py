@@ -41,7 +41,8 @@ Elapsed time: 0:04:30.500000
 """
 
 
-def test_a_run_log_gives_each_jobs_seconds_and_the_groups(default_params, tmp_path):
+def test_a_run_log_gives_each_jobs_seconds_and_the_groups(default_params, tmp_path, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)  # the stage list reads the rows' config files
     log = tmp_path / "run.snakemake.log"
     log.write_text(LOG)
     out = tmp_path / "bench" / "jobs.json"
@@ -57,7 +58,8 @@ def test_a_run_log_gives_each_jobs_seconds_and_the_groups(default_params, tmp_pa
     assert groups["train table 1"] == {"jobs": 1, "seconds": 150, "share": pytest.approx(150 / 217)}
 
 
-def test_without_elapsed_time_the_wall_is_first_start_to_last_finish(default_params):
+def test_without_elapsed_time_the_wall_is_first_start_to_last_finish(default_params, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
     parsed = jobs.parse(LOG.replace("Elapsed time: 0:04:30.500000\n", ""))
     assert parsed["elapsed_s"] is None
     assert jobs.summarize(parsed, default_params)["wall_s"] == (13 * 3600 + 32 * 60 + 2) - (13 * 3600 + 28 * 60 + 31)

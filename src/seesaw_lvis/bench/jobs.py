@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from seesaw_lvis.io import write_json
+from seesaw_lvis.workflow.stages import Stage, stages
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3}\s+\d+ \d\d:\d\d:\d\d \d{4})\]$")
 _RULE = re.compile(r"^(?:local)?rule (\S+):$")
 _JOBID = re.compile(r"^\s+jobid: (\d+)$")
 _DONE = re.compile(r"^Finished jobid: (\d+)")
 _ELAPSED = re.compile(r"^Elapsed time: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_STAGE = re.compile(r"^(train|evaluate)_(.+)_s(\d+)$")
 
 
 def _stamp(text: str) -> dt.datetime:
@@ -55,20 +55,22 @@ def parse(text: str, source: str = "<log>") -> dict[str, Any]:
     return {"jobs": jobs, "unfinished": unfinished, "elapsed_s": elapsed}
 
 
-def group_of(stage: str, params: Mapping[str, Any]) -> str:
-    """'train table 1', 'evaluate table 2', 'train sweep', 'pretrain', 'report', ..."""
-    if m := _STAGE.match(stage):
-        row = params["rows"].get(m.group(2))
-        return f"{m.group(1)} " + (f"table {row['table']}" if row else "sweep")
-    return stage.split("_")[0]
+def group_of(name: str, stage: Stage | None, params: Mapping[str, Any]) -> str:
+    """'train table 1', 'evaluate table 2', 'train sweep', 'pretrain', 'report', ... (a stage
+    the params no longer have: the first word of its name)."""
+    if stage is not None and stage.row is not None:
+        row = params["rows"].get(stage.row)  # the grid's cells are not rows of the tables
+        return f"{stage.resources['kind']} " + (f"table {row['table']}" if row else "sweep")
+    return name.split("_")[0]
 
 
 def summarize(parsed: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     jobs = parsed["jobs"]
     total = sum(j["seconds"] for j in jobs)
+    by_name = {s.name: s for s in stages(params)}
     groups: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
     for j in jobs:
-        g = groups[group_of(j["stage"], params)]
+        g = groups[group_of(j["stage"], by_name.get(j["stage"]), params)]
         g["jobs"] += 1
         g["seconds"] += j["seconds"]
     wall = parsed["elapsed_s"]

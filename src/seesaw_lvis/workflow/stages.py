@@ -53,6 +53,7 @@ class Stage:
     resources: dict[str, Any] = field(default_factory=dict)
     priority: int = 0                      # Snakemake `priority:` (see critical_path_priorities)
     target: str = "all"                    # the Snakemake target building it: all | sweep
+    row: str | None = None                 # the row a train/evaluate stage runs (a sweep cell's id too)
 
     @property
     def all_outs(self) -> list[str]:
@@ -195,7 +196,7 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
                 deps=[data, stats_json, *init_deps, *parent, *chain, *code],
                 outs=[f"{train_dir}/final.pth", f"{train_dir}/config.py"],
                 plots=[f"{train_dir}/curves.json"],
-                params=row_params, log=log, resources={"kind": "train"}, target=target))
+                params=row_params, log=log, resources={"kind": "train"}, target=target, row=row_id))
         weights = row_id if row["kind"] != "tta" else row["from"]
         checkpoint = f"{run_dir(params, 'train', weights, seed)}/final.pth"
         log = _log(params, f"evaluate/{row_id}_s{seed}")
@@ -210,7 +211,7 @@ def stages(params: Mapping[str, Any]) -> list[Stage]:
             outs=[f"{eval_dir}/results.bbox.json", f"{eval_dir}/results.segm.json",
                   f"{eval_dir}/metrics.json", f"{eval_dir}/matches.bbox.npz", f"{eval_dir}/matches.segm.npz"],
             metrics=[f"{eval_dir}/summary.json"],
-            params=row_params, log=log, resources={"kind": "evaluate"}, target=target))
+            params=row_params, log=log, resources={"kind": "evaluate"}, target=target, row=row_id))
         return found
 
     for row_id in params["rows"]:
@@ -259,7 +260,7 @@ STAGE_COST = {"train": 2, "evaluate": 1, "tta": 10}
 
 def _cost(stage: Stage, params: Mapping[str, Any]) -> int:
     kind = stage.resources.get("kind")
-    row = params["rows"].get(stage.name.removeprefix("evaluate_").rsplit("_s", 1)[0], {})  # sweep cells: none
+    row = params["rows"].get(stage.row, {})  # sweep cells: none
     if kind == "evaluate" and row.get("kind") == "tta":
         return STAGE_COST["tta"]
     return STAGE_COST.get(kind, 1)
