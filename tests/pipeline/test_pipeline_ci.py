@@ -103,6 +103,7 @@ def test_every_row_is_trained_and_evaluated_at_each_seed(finished_pipeline):
     repo, _ = finished_pipeline
     runs = runs_of(repo)
     assert {s for r, s in runs if r.startswith("t1_")} == {0, 1}  # two replicate seeds at ci
+    max_iters = yaml.safe_load((repo / "params/scales.yaml").read_text())["scales"]["ci"]["max_iters"]
     for row, seed in runs:
         metrics = json.loads((repo / f"results/eval/{row}/seed{seed}/metrics.json").read_text())
         for iou in ("bbox", "segm"):
@@ -111,6 +112,8 @@ def test_every_row_is_trained_and_evaluated_at_each_seed(finished_pipeline):
             assert (repo / f"results/eval/{row}/seed{seed}/matches.{iou}.npz").is_file()
         assert metrics["meta"]["scale"] == "ci" and metrics["meta"]["row"] == row
         assert metrics["meta"]["seed"] == seed
+        # the weights' own iteration count (the tables' Iters): every row at ci trains its cap
+        assert metrics["meta"]["trained_iterations"] == max_iters, (row, seed)
     # A TTA row evaluates its parent's weights and trains nothing.
     assert not (repo / "results/train/t2_tta").exists()
     curves = json.loads((repo / "results/train/t1_ce/seed1/curves.json").read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seesaw_lvis.io import read_checkpoint
 from seesaw_lvis.report import build, plots, tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -156,8 +157,8 @@ def test_missing_row_shows_not_run_never_zero(params):
     md = (Path(params["paths"]["reports"]) / "tables" / "table1.md").read_text()
     eql = next(line for line in md.splitlines() if line.startswith("| Random + EQL"))
     cells = [c.strip() for c in eql.strip("|").split("|")]
-    assert cells[4::3] == ["not run"] * len(tables.METRICS)   # every "ours" cell
-    assert "0.0" not in "".join(cells[4::3] + cells[5::3])
+    assert cells[5::3] == ["not run"] * len(tables.METRICS)   # every "ours" cell
+    assert "0.0" not in "".join(cells[5::3] + cells[6::3])
     assert "Not run (no metrics.json): t1_eql, t1_seesaw" in md
     tex = (Path(params["paths"]["reports"]) / "tables" / "table1.tex").read_text()
     assert "\\textit{not run}" in tex and "Random + EQL" in tex
@@ -197,7 +198,7 @@ def test_delta_and_gains(params):
     assert (rec["bbox_AP_ours"], rec["bbox_AP_delta"], rec["bbox_AP_ours_gain"], rec["bbox_AP_paper_gain"]) == \
         ("12.3", "-7.9", "2.3", "0.1")
     md = (Path(params["paths"]["reports"]) / "tables" / "table1.md").read_text()
-    assert "| Random + Seesaw | 1x | 1 | 24.3 (+7.4) | 25.5 | +9.4 |" in md
+    assert "| Random + Seesaw | 1x | – | 1 | 24.3 (+7.4) | 25.5 | +9.4 |" in md   # no iterations in the file
 
 
 def test_tables_rebuild_when_a_file_changes(params):
@@ -212,7 +213,7 @@ def test_tables_rebuild_when_a_file_changes(params):
     tables.write(params, out)
     assert (out / "tables" / "table2.csv").read_text() != before
     assert read_csv(out / "tables" / "table2.csv")["t2_tsd"]["mask_AP_ours"] == "43.2"
-    assert "| + TSD | 2x | 1 | 25.5 (+1.9) | 21.2 | – | – | 27.2 | – | 23.5 (+1.6) | 43.2 | – |" in \
+    assert "| + TSD | 2x | – | 1 | 25.5 (+1.9) | 21.2 | – | – | 27.2 | – | 23.5 (+1.6) | 43.2 | – |" in \
         (out / "tables" / "table2.md").read_text()
     tables.metrics_path(params, "t2_tsd", 0).unlink()
     tables.write(params, out)
@@ -242,9 +243,40 @@ def test_caption_and_latex_are_well_formed(params):
     tables.write(params, Path(params["paths"]["reports"]))
     tex = (Path(params["paths"]["reports"]) / "tables" / "table2.tex").read_text()
     body = tex[tex.index("\\midrule"):tex.index("\\bottomrule")]
-    assert all(line.count("&") == 20 for line in body.splitlines()[1:])   # 3 + 3 x 6 columns
+    assert all(line.count("&") == 21 for line in body.splitlines()[1:])   # 4 + 3 x 6 columns
     assert "\\begin{tabular}" in tex and "\\end{table}" in tex and "_" not in body
     assert "t2\\_carafe" in tex                                           # escaped in the caption
+
+
+def test_iterations_column_is_read_from_the_metrics_files(params):
+    """Iters: each row's trained iterations from its seeds' metrics.json (the evaluate stage
+    writes them), distinct values joined; '–' for a file without them or a row not run."""
+    write_metrics(params, "t1_ce", metrics_doc(params, "t1_ce", 0.2, trained_iterations=797))
+    write_metrics(params, "t1_ce", metrics_doc(params, "t1_ce", 0.2, seed=1, trained_iterations=797), seed=1)
+    write_metrics(params, "t1_eql", metrics_doc(params, "t1_eql", 0.2))   # an older file: no iterations
+    write_metrics(params, "t1_seesaw", metrics_doc(params, "t1_seesaw", 0.2, trained_iterations=60))
+    write_metrics(params, "t1_seesaw", metrics_doc(params, "t1_seesaw", 0.2, seed=2, trained_iterations=797),
+                  seed=2)
+    out = Path(params["paths"]["reports"])
+    tables.write(params, out, (1,))
+    md = (out / "tables" / "table1.md").read_text()
+    head = next(x for x in md.splitlines() if x.startswith("| Row"))
+    assert [c.strip() for c in head.strip("|").split("|")][:4] == ["Row", "Schedule", "Iters", "Seeds"]
+    iters = {x.split("|")[1].strip(): x.split("|")[3].strip() for x in md.splitlines() if x.startswith("| Random")}
+    assert iters == {"Random + CE": "797", "Random + EQL": tables.DASH, "Random + Seesaw": "60/797"}
+    got = read_csv(out / "tables" / "table1.csv")
+    assert {r: v["iterations"] for r, v in got.items()} == {"t1_ce": "797", "t1_eql": "", "t1_seesaw": "60 797"}
+    assert "trained_iterations" in md   # the caption says where the column comes from
+
+
+def test_checkpoint_iterations_reads_mmengine_meta(tmp_path):
+    from seesaw_lvis.io import checkpoint_iterations
+    import torch
+
+    torch.save({"meta": {"epoch": 0, "iter": 60}, "state_dict": {"w": torch.zeros(2)}}, tmp_path / "a.pth")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "b.pth")                     # a bare state dict
+    assert checkpoint_iterations(tmp_path / "a.pth") == 60
+    assert checkpoint_iterations(tmp_path / "b.pth") is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +409,7 @@ def test_mitigation_matrix_equals_the_formula():
 def test_checkpoint_counts_and_p(params):
     stages = [[1, 2, 3, 9], [4, 5, 6, 9], [7, 8, 9, 99]]       # last entry: background
     ckpt = write_checkpoint(params, "t2_seesaw", stages, SEESAW_CONFIG)
-    counts, key = build.cum_samples(build.load_checkpoint(ckpt))
+    counts, key = build.cum_samples(read_checkpoint(ckpt))
     assert key == "roi_head.bbox_head.2.loss_cls.cum_samples"   # the last cascade stage
     assert counts.tolist() == [7.0, 8.0, 9.0]
     assert build.seesaw_p(SEESAW_CONFIG) == 0.8

@@ -25,7 +25,7 @@ def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: 
     from seesaw_lvis.data.download import file_digest
     from seesaw_lvis.engine.predict import predict
     from seesaw_lvis.evaluation import lvis_eval
-    from seesaw_lvis.io import write_json
+    from seesaw_lvis.io import checkpoint_iterations, write_json
     from seesaw_lvis.workflow.lineage import stage_lineage
 
     out_dir = Path(out_dir)
@@ -40,8 +40,11 @@ def evaluate_row(params: Mapping[str, Any], row_id: str, seed: int, checkpoint: 
         matches[iou_type].save(out_dir / f"matches.{iou_type}.npz")  # the report's bootstrap
     # The checkpoint's hash: which weights these numbers belong to (provenance), and a
     # retrained row always changes its metrics file, so DVC re-runs what reads it.
+    # The iterations behind the weights, so the tables say how long each row trained at this
+    # scale (a row's `schedule` is the paper's name for it: 45e means 60 iterations at mini).
     metrics["meta"] = {"row": row_id, "seed": seed, "checkpoint": str(checkpoint),
                        "checkpoint_sha256": file_digest(Path(checkpoint)), "gt": str(gt),
+                       "trained_iterations": checkpoint_iterations(checkpoint),
                        "scale": params["scale"], "dataset": params["dataset"]}
     if lineage is not None:  # the report reads this file: see seesaw_lvis.workflow.lineage
         metrics["meta"]["lineage"] = lineage

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from seesaw_lvis.io import read_json
+from seesaw_lvis.io import read_checkpoint, read_json
 from seesaw_lvis.params import row_seeds, run_dir
 from seesaw_lvis.report import plots, tables
 from seesaw_lvis.configs.resolve import seesaw_factors
@@ -142,18 +142,6 @@ def _natural(key: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key))
 
 
-def load_checkpoint(path: Path) -> Any:
-    from seesaw_lvis import compat
-
-    compat.install()
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) format: no mmap
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def cum_samples(checkpoint: Any) -> tuple[np.ndarray, str] | None:
     """The foreground class counts (background dropped) of the last Seesaw stage, and its key."""
     sd = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
@@ -178,7 +166,7 @@ def _mitigation_data(params: Mapping[str, Any]) -> dict[str, Any]:
         if not ckpt_path.is_file():
             tried.append(f"{rid}: not trained")
             continue
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = read_checkpoint(ckpt_path)
         found = cum_samples(ckpt)
         if found is None:
             tried.append(f"{rid}: no loss_cls.cum_samples in final.pth")

@@ -59,6 +59,7 @@ class RowResult:
     meta: dict = field(default_factory=dict)         # meta of the first seed's metrics.json
     paper: dict = field(default_factory=dict)        # metric -> float | None
     seed_values: dict = field(default_factory=dict)  # seed -> {metric: x100 float (nan: None)}
+    iterations: list = field(default_factory=list)   # the seeds' trained iterations, distinct, sorted
     ours: dict = field(default_factory=dict)         # metric -> mean over seeds (x100, 1 decimal)
     ours_std: dict = field(default_factory=dict)     # metric -> std over seeds (None: one seed)
     delta: dict = field(default_factory=dict)        # ours - paper
@@ -148,6 +149,8 @@ def load_row(params: Mapping[str, Any], row_id: str, row: Mapping[str, Any],
             values[m] = float("nan") if v is None else 100.0 * float(v)
         res.seed_values[seed] = values
         res.meta = meta if len(res.seed_values) == 1 else res.meta
+        if meta.get("trained_iterations") is not None:
+            res.iterations = sorted({*res.iterations, int(meta["trained_iterations"])})
         per_class.append(data["segm"].get("per_class") or {})
     missing = [s for s in seeds if s not in res.seed_values and not metrics_path(params, row_id, s).is_file()]
     notes = stale + ([f"seed(s) {missing} not run"] if res.seed_values and missing else [])
@@ -260,6 +263,9 @@ def caption(params: Mapping[str, Any], table: int, rows: list[RowResult]) -> str
         "Bbox AP = bbox AP, Bbox APr = bbox AP of the rare categories (the paper gives none), Mask AP = "
         "mask AP; APr/APc/APf are mask APs of the rare/common/frequent categories (x100).",
         f"Paper: in parentheses the {_gain_phrase(table, rows)}.",
+        "Schedule: the paper's; Iters: the iterations the evaluated weights trained at this scale "
+        "(metrics.json meta.trained_iterations; a finetuning row's own, after its parent's; a tta row "
+        "evaluates its parent's weights).",
         f"Ours: mean ± std over the row's seeds (Seeds); gain = {_gain_phrase(table, rows).split(',')[0]}, "
         f"paired over the seeds both rows have, with its {spec['ci_level']:.0%} bootstrap CI "
         f"({spec['bootstrap_samples']} resamples of val images and seeds).",
@@ -279,16 +285,21 @@ def _seeds_cell(r: RowResult) -> str:
     return str(r.n_seeds) if r.status == OK else DASH
 
 
+def _iterations_cell(r: RowResult) -> str:
+    """'797'; seeds that trained different lengths: '60/797'; unknown (older metrics files): '–'."""
+    return "/".join(map(str, r.iterations)) if r.status == OK and r.iterations else DASH
+
+
 def to_markdown(params: Mapping[str, Any], table: int, rows: list[RowResult]) -> str:
-    head = ["Row", "Schedule", "Seeds"]
+    head = ["Row", "Schedule", "Iters", "Seeds"]
     for _, _, _, label in METRICS:
         head += [f"{label} paper", f"{label} ours", f"{label} gain [CI]"]
     cap, head_text = caption(params, table, rows), f"Table {table}."
     lines = [f"**{head_text}**{cap[len(head_text):]}", "",
              "| " + " | ".join(head) + " |",
-             "|" + "|".join([":---", ":---:", ":---:"] + ["---:"] * (3 * len(METRICS))) + "|"]
+             "|" + "|".join([":---", ":---:", "---:", ":---:"] + ["---:"] * (3 * len(METRICS))) + "|"]
     for r in rows:
-        cells = [r.title.replace("|", "\\|"), r.schedule, _seeds_cell(r)]
+        cells = [r.title.replace("|", "\\|"), r.schedule, _iterations_cell(r), _seeds_cell(r)]
         for m, *_ in METRICS:
             cells += [_cell(r.paper[m], r.paper_gain.get(m)), ours_mean_cell(r, m), ours_gain_cell(r, m)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -303,7 +314,7 @@ CSV_METRIC_FIELDS = ("paper", "ours", "ours_std", "delta", "paper_gain", "ours_g
 
 
 def csv_fields() -> list[str]:
-    fields = ["table", "row", "title", "schedule", "status", "note", "seeds", "gain_over", "gain_seeds",
+    fields = ["table", "row", "title", "schedule", "iterations", "status", "note", "seeds", "gain_over", "gain_seeds",
               "dataset", "scale", "source"]
     for m, *_ in METRICS:
         fields += [f"{m}_{f}" for f in CSV_METRIC_FIELDS]
@@ -323,6 +334,7 @@ def to_csv(params: Mapping[str, Any], table: int, rows: list[RowResult]) -> str:
     w.writeheader()
     for r in rows:
         rec: dict[str, Any] = {"table": table, "row": r.row, "title": r.title, "schedule": r.schedule,
+                               "iterations": " ".join(map(str, r.iterations)) if r.status == OK else "",
                                "status": r.status, "note": r.note,
                                "seeds": " ".join(str(s) for s in sorted(r.seed_values)),
                                "gain_over": r.gain_over or "", "gain_seeds": r.gain_seeds if r.gain_over else "",
@@ -363,15 +375,15 @@ def to_latex(params: Mapping[str, Any], table: int, rows: list[RowResult]) -> st
         "\\setlength{\\tabcolsep}{3pt}",
         f"\\caption{{{tex_escape(caption(params, table, rows))}}}",
         f"\\label{{tab:table{table}}}",
-        "\\begin{tabular}{llc" + "rrr" * n + "}",
+        "\\begin{tabular}{llrc" + "rrr" * n + "}",
         "\\toprule",
-        " & & & " + " & ".join(f"\\multicolumn{{3}}{{c}}{{{tex_escape(label)}}}" for *_, label in METRICS) + " \\\\",
-        " ".join(f"\\cmidrule(lr){{{4 + 3 * k}-{6 + 3 * k}}}" for k in range(n)),
-        "Row & Schedule & Seeds & " + " & ".join(["paper & ours & gain [CI]"] * n) + " \\\\",
+        " & & & & " + " & ".join(f"\\multicolumn{{3}}{{c}}{{{tex_escape(label)}}}" for *_, label in METRICS) + " \\\\",
+        " ".join(f"\\cmidrule(lr){{{5 + 3 * k}-{7 + 3 * k}}}" for k in range(n)),
+        "Row & Schedule & Iters & Seeds & " + " & ".join(["paper & ours & gain [CI]"] * n) + " \\\\",
         "\\midrule",
     ]
     for r in rows:
-        cells = [tex_escape(r.title), tex_escape(r.schedule), tex_escape(_seeds_cell(r))]
+        cells = [tex_escape(r.title), tex_escape(r.schedule), tex_escape(_iterations_cell(r)), tex_escape(_seeds_cell(r))]
         for m, *_ in METRICS:
             ours = tex_escape(ours_mean_cell(r, m)) if r.status == OK else f"\\textit{{{r.status}}}"
             cells += [_tex_cell(r.paper[m], r.paper_gain.get(m)), ours, tex_escape(ours_gain_cell(r, m))]
