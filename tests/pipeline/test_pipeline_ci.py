@@ -124,6 +124,25 @@ def test_every_row_is_trained_and_evaluated_at_each_seed(finished_pipeline):
         assert "held_out_accuracy" in json.loads((repo / f"results/pretrain/{family}/metrics.json").read_text())
 
 
+def test_bench_jobs_times_the_run_from_its_logs(finished_pipeline, tmp_path):
+    """`bench jobs` on the `all` run's Snakemake log (the fixture's first): every job timed, and
+    every training and evaluation job's own log read for its time outside its work."""
+    repo, _ = finished_pipeline
+    log = sorted((repo / ".snakemake" / "log").glob("*.snakemake.log"))[0]
+    out = tmp_path / "jobs.json"
+    run([sys.executable, "-m", "seesaw_lvis", "bench", "jobs", "--params", "params/pipeline.yaml",
+         "--snakemake-log", str(log), "--out", str(out)], repo)
+    result = json.loads(out.read_text())
+    names = {j["stage"] for j in result["jobs"]}
+    assert {f"{k}_{r}_s{s}" for r, s in runs_of(repo) if not r.startswith("sweep_")
+            for k in ("train", "evaluate") if (k, r) != ("train", "t2_tta")} <= names
+    measured = {j["stage"] for j in result["jobs"] if "before_first_log_s" in j}
+    assert {n for n in names if n.startswith(("train_", "evaluate_"))} <= measured
+    assert all(0 <= j["before_first_log_s"] <= j["seconds"] + 1 and 0 <= j["after_last_log_s"] <= j["seconds"] + 1
+               for j in result["jobs"] if j["stage"] in measured)
+    assert 0 < result["outside_job_logs"]["share"] < 1 and result["unfinished"] == []
+
+
 def test_report_carries_seeds_and_paired_intervals(finished_pipeline):
     repo, _ = finished_pipeline
     doc = json.loads((repo / "reports/tables/effects.json").read_text())

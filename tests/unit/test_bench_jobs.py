@@ -80,3 +80,26 @@ def test_the_newest_complete_log_is_found_and_bad_logs_are_named(default_params,
     assert not (tmp_path / "out.json").exists()
     with pytest.raises(FileNotFoundError, match="missing.log: no such Snakemake log"):
         jobs.run(default_params, tmp_path / "out.json", log_file=tmp_path / "missing.log")
+
+
+def test_time_outside_each_jobs_own_log_is_measured_inside_its_window(default_params, tmp_path, repo_root,
+                                                                      monkeypatch):
+    """A job's start to its first log line and its last line to its end; a log rewritten by a
+    later run (no line inside the job's window) and a job the stage list lacks count nothing."""
+    from seesaw_lvis.workflow.stages import stages
+
+    monkeypatch.chdir(repo_root)
+    logs = {s.name: tmp_path / s.log for s in stages(default_params)}
+    logs["data"].parent.mkdir(parents=True)
+    logs["data"].write_text("2026-12-03 13:28:33,500 INFO seesaw_lvis: generating\n"
+                            "progress bar without a stamp\n"
+                            "2026-12-03 13:28:36,000 INFO seesaw_lvis: written\n")
+    logs["train_t1_ce_s0"].parent.mkdir(parents=True)
+    logs["train_t1_ce_s0"].write_text("2026-12-03 14:00:00,000 INFO seesaw_lvis: a later run\n")
+    (tmp_path / "run.log").write_text(LOG)
+    result = jobs.run(default_params, tmp_path / "jobs.json", log_file=tmp_path / "run.log", repo=tmp_path)
+    by_stage = {j["stage"]: j for j in result["jobs"]}
+    assert (by_stage["data"]["before_first_log_s"], by_stage["data"]["after_last_log_s"]) == (2.5, 2.0)
+    assert "before_first_log_s" not in by_stage["train_t1_ce_s0"]
+    assert "before_first_log_s" not in by_stage["train_sweep_p0_q0_s1"]   # no log of it
+    assert result["outside_job_logs"] == {"jobs": 1, "seconds": 4.5, "share": pytest.approx(4.5 / 217)}

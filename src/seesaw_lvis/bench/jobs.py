@@ -7,6 +7,12 @@ summed per group (``train`` / ``evaluate`` per table, ``pretrain``, ...) with th
 every job's seconds. Jobs run side by side, so job-seconds over wall time is the parallelism
 the cores gave. The log is the record of the run that was timed (`make demo` writes it), so
 the figure comes from the run itself, not from a second timing.
+
+Each job's own log (the stage's ``logs/<rule>/...log``) adds what a job spends outside its
+work: the seconds from its start to its first log line and from its last log line to its end
+(imports, config, tracking store; a lower bound of the per-process start-up and shut-down),
+counted only from log lines inside the job's window (a log rewritten by a later run says
+nothing about this one).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ _RULE = re.compile(r"^(?:local)?rule (\S+):$")
 _JOBID = re.compile(r"^\s+jobid: (\d+)$")
 _DONE = re.compile(r"^Finished jobid: (\d+)")
 _ELAPSED = re.compile(r"^Elapsed time: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")  # the CLI's logging format
 
 
 def _stamp(text: str) -> dt.datetime:
@@ -64,10 +71,35 @@ def group_of(name: str, stage: Stage | None, params: Mapping[str, Any]) -> str:
     return name.split("_")[0]
 
 
-def summarize(parsed: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def outside_log(job: Mapping[str, Any], log_text: str) -> tuple[float, float] | None:
+    """(seconds before the job's first log line, seconds after its last), from the lines
+    stamped inside the job's window (Snakemake stamps whole seconds: 1 s of slack); None
+    when none is."""
+    begin = dt.datetime.fromisoformat(job["start"])
+    end = begin + dt.timedelta(seconds=job["seconds"])
+    slack = dt.timedelta(seconds=1)
+    stamps = [t for m in map(_LOG_LINE.match, log_text.splitlines()) if m
+              for t in [dt.datetime.fromisoformat(m.group(1)) + dt.timedelta(milliseconds=int(m.group(2)))]
+              if begin - slack <= t <= end + slack]
+    if not stamps:
+        return None
+    return max(0.0, (min(stamps) - begin).total_seconds()), max(0.0, (end - max(stamps)).total_seconds())
+
+
+def summarize(parsed: Mapping[str, Any], params: Mapping[str, Any], repo: Path = Path(".")) -> dict[str, Any]:
     jobs = parsed["jobs"]
     total = sum(j["seconds"] for j in jobs)
     by_name = {s.name: s for s in stages(params)}
+    outside = {"jobs": 0, "seconds": 0.0}
+    for j in jobs:
+        stage = by_name.get(j["stage"])
+        log = repo / stage.log if stage is not None else None
+        found = outside_log(j, log.read_text(encoding="utf-8", errors="replace")) \
+            if log is not None and log.is_file() else None
+        if found is not None:
+            j["before_first_log_s"], j["after_last_log_s"] = found
+            outside["jobs"] += 1
+            outside["seconds"] += sum(found)
     groups: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
     for j in jobs:
         g = groups[group_of(j["stage"], by_name.get(j["stage"]), params)]
@@ -83,6 +115,7 @@ def summarize(parsed: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str,
         "parallelism": total / wall if wall else None,
         "groups": {k: {**v, "share": v["seconds"] / total if total else None}
                    for k, v in sorted(groups.items(), key=lambda kv: -kv[1]["seconds"])},
+        "outside_job_logs": {**outside, "share": outside["seconds"] / total if total else None},
         "jobs": sorted(jobs, key=lambda j: -j["seconds"]), "unfinished": parsed["unfinished"],
     }
 
@@ -101,6 +134,6 @@ def run(params: Mapping[str, Any], out: Path, log_file: Path | None = None, repo
     if not log_file.is_file():
         raise FileNotFoundError(f"{log_file}: no such Snakemake log")
     result = {"log": str(log_file), "scale": params["scale"], "dataset": params["dataset"],
-              **summarize(parse(log_file.read_text(encoding="utf-8", errors="replace"), str(log_file)), params)}
+              **summarize(parse(log_file.read_text(encoding="utf-8", errors="replace"), str(log_file)), params, repo)}
     write_json(out, result)
     return result
