@@ -71,12 +71,17 @@ def group_of(name: str, stage: Stage | None, params: Mapping[str, Any]) -> str:
     return name.split("_")[0]
 
 
+def _window(job: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime]:
+    """A finished job's (start, end)."""
+    begin = dt.datetime.fromisoformat(job["start"])
+    return begin, begin + dt.timedelta(seconds=job["seconds"])
+
+
 def outside_log(job: Mapping[str, Any], log_text: str) -> tuple[float, float] | None:
     """(seconds before the job's first log line, seconds after its last), from the lines
     stamped inside the job's window (Snakemake stamps whole seconds: 1 s of slack); None
     when none is."""
-    begin = dt.datetime.fromisoformat(job["start"])
-    end = begin + dt.timedelta(seconds=job["seconds"])
+    begin, end = _window(job)
     slack = dt.timedelta(seconds=1)
     stamps = [t for m in map(_LOG_LINE.match, log_text.splitlines()) if m
               for t in [dt.datetime.fromisoformat(m.group(1)) + dt.timedelta(milliseconds=int(m.group(2)))]
@@ -87,12 +92,16 @@ def outside_log(job: Mapping[str, Any], log_text: str) -> tuple[float, float] | 
 
 
 def summarize(parsed: Mapping[str, Any], params: Mapping[str, Any], repo: Path = Path(".")) -> dict[str, Any]:
-    jobs = parsed["jobs"]
+    jobs = [dict(j) for j in parsed["jobs"]]   # the per-job figures below go on copies
     total = sum(j["seconds"] for j in jobs)
     by_name = {s.name: s for s in stages(params)}
+    groups: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
     outside = {"jobs": 0, "seconds": 0.0}
     for j in jobs:
         stage = by_name.get(j["stage"])
+        g = groups[group_of(j["stage"], stage, params)]
+        g["jobs"] += 1
+        g["seconds"] += j["seconds"]
         log = repo / stage.log if stage is not None else None
         found = outside_log(j, log.read_text(encoding="utf-8", errors="replace")) \
             if log is not None and log.is_file() else None
@@ -100,16 +109,10 @@ def summarize(parsed: Mapping[str, Any], params: Mapping[str, Any], repo: Path =
             j["before_first_log_s"], j["after_last_log_s"] = found
             outside["jobs"] += 1
             outside["seconds"] += sum(found)
-    groups: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
-    for j in jobs:
-        g = groups[group_of(j["stage"], by_name.get(j["stage"]), params)]
-        g["jobs"] += 1
-        g["seconds"] += j["seconds"]
     wall = parsed["elapsed_s"]
     if wall is None:  # a log cut short: first start to last finish
-        starts = [dt.datetime.fromisoformat(j["start"]) for j in jobs]
-        ends = [s + dt.timedelta(seconds=j["seconds"]) for s, j in zip(starts, jobs)]
-        wall = (max(ends) - min(starts)).total_seconds()
+        windows = [_window(j) for j in jobs]
+        wall = (max(e for _, e in windows) - min(b for b, _ in windows)).total_seconds()
     return {
         "wall_s": wall, "wall_min": wall / 60, "job_seconds": total,
         "parallelism": total / wall if wall else None,
