@@ -374,6 +374,34 @@ def test_eql_protects_the_same_tail_by_image_count_on_every_dataset(default_para
     assert mini.lambda_ * n == pytest.approx(110.2, abs=0.1)  # image count: LVIS's common/frequent bound
 
 
+def test_eql_classifier_starts_at_the_same_class_share_on_every_dataset(default_params, lvis_params):
+    """EQL's sigmoid classifier starts at a prior of 0.001, "roughly 1 / num_classes" for LVIS's
+    1203 classes in its authors' code: kept on LVIS v1, the same share of the synthetic set's
+    classes (1203 / 40 times higher). The built head's bias says so. Seesaw's row inherits the
+    init but is a softmax (a bias shared by every logit changes nothing): left as written."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    def prior(params, row_id, scale):
+        (entry,) = [i for i in resolved(params, row_id, scale).model.roi_head.bbox_head.init_cfg
+                    if "bias_prob" in i]
+        return entry.bias_prob
+
+    n = len(resolve.class_names(default_params))
+    assert prior(lvis_params, "t1_eql", "full") == 1e-3
+    assert prior(default_params, "t1_eql", "mini") == pytest.approx(1e-3 * 1203 / n)
+    assert prior(default_params, "t1_eql", "mini") == pytest.approx(0.030075)  # 40 classes
+    assert prior(default_params, "t1_seesaw", "mini") == 1e-3 == prior(lvis_params, "t1_seesaw", "full")
+    register_all_modules(init_default_scope=False)
+    import seesaw_lvis.models  # noqa: F401  (registers the plugins)
+
+    cfg = copy.deepcopy(resolved(default_params, "t1_eql", "mini").model.roi_head.bbox_head)
+    cfg.loss_cls = dict(type="CrossEntropyLoss", use_sigmoid=True)  # EQL reads the stats stage's file
+    head = MODELS.build(cfg)
+    head.init_weights()
+    assert torch.sigmoid(head.fc_cls.bias).mean().item() == pytest.approx(1e-3 * 1203 / n, rel=1e-5)
+
+
 def test_rfs_repeats_the_same_tail_by_image_count_on_every_dataset(default_params, lvis_params, tmp_path):
     """RFS's t = 1e-3 of LVIS v1's images (r_c > 1 below ~100 images): the finetune row's
     sampler and the stats stage use the same image-count bound on the synthetic set, where

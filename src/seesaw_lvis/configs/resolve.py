@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from seesaw_lvis.data.frequency import lvis_v1_fraction_for
+from seesaw_lvis.data.frequency import lvis_v1_fraction_for, lvis_v1_prior_for
 from seesaw_lvis.params import dataset_dir, pretrain_path
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -88,6 +88,7 @@ def bind_dataset(cfg, params: Mapping[str, Any]) -> None:
     names = class_names(params)
     num_classes = len(names) if names is not None else None
     freq_file = f"{params['paths']['results']}/stats/class_freq.json"
+    priors_moved: set[int] = set()  # an init dict shared by two heads moves once
 
     def visit(d: dict) -> None:
         if d.get("type") in LVIS_DATASETS:
@@ -106,6 +107,16 @@ def bind_dataset(cfg, params: Mapping[str, Any]) -> None:
             d["lambda_"] = lvis_v1_fraction_for(params, d["lambda_"])
         if d.get("type") == "ClassBalancedDataset":
             d["oversample_thr"] = lvis_v1_fraction_for(params, d["oversample_thr"])
+        # A sigmoid classifier's bias prior (EQL's head) is a share of the classes: the same
+        # share of this dataset's (data.frequency.lvis_v1_prior_for). Softmax heads that inherit
+        # the init (Seesaw's row) are left alone: a bias shared by every logit changes nothing.
+        loss = d.get("loss_cls")
+        if num_classes is not None and isinstance(loss, dict) and loss.get("use_sigmoid"):
+            inits = d.get("init_cfg") or []
+            for init in inits if isinstance(inits, (list, tuple)) else [inits]:
+                if "bias_prob" in init and id(init) not in priors_moved:
+                    priors_moved.add(id(init))
+                    init["bias_prob"] = lvis_v1_prior_for(params, init["bias_prob"], num_classes)
 
     walk(cfg._cfg_dict, visit)
     cfg.data_root = root

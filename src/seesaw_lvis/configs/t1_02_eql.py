@@ -6,7 +6,9 @@ model = dict(
         bbox_head=dict(
             # EQL is a sigmoid loss over 1203 classes: its authors start the classifier bias at
             # the prior 0.001 (focal-loss style), otherwise the initial loss is dominated by
-            # the negatives. The rest is mmdet's default head initialisation.
+            # the negatives ("roughly 1 / num_classes" in their code: on the synthetic set's
+            # classes seesaw_lvis.configs.resolve moves it to the same share, 1203 / C times
+            # 0.001). The rest is mmdet's default head initialisation.
             init_cfg=[
                 dict(type='Normal', std=0.01, bias_prob=0.001, override=dict(name='fc_cls')),
                 dict(type='Normal', std=0.001, override=dict(name='fc_reg')),

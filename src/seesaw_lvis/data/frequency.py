@@ -34,3 +34,18 @@ def lvis_v1_fraction_for(params, fraction: float) -> float:
     if params["dataset"] != "synthetic":
         return fraction
     return fraction * LVIS_V1_TRAIN_IMAGES / params["synthetic"]["train_images"]
+
+
+def lvis_v1_prior_for(params, prior: float, num_classes: int) -> float:
+    """``prior`` (a sigmoid classifier's initial class probability, set for LVIS v1's categories)
+    for the params' ``num_classes``: the value itself on LVIS v1; on the synthetic set
+    ``prior x 1203 / num_classes``. EQL's head starts its classifier bias at ``-log((1 - pi) /
+    pi)`` with pi = 0.001, "roughly 1 / num_classes" in its authors' code (eql.detectron2,
+    ``EQLFastRCNNOutputLayers``). Kept as a number on 40 categories it is a 40th of the
+    prior it stands for: every class starts at a probability 30x too low, its bias ~3.4 too
+    negative, which a short schedule does not train away."""
+    from seesaw_lvis.data.lvis_sized import LVIS_V1
+
+    if params["dataset"] != "synthetic":
+        return prior
+    return prior * LVIS_V1["categories"] / num_classes

@@ -50,6 +50,8 @@ BBoxHead passes the number of sampled proposals, i.e. the same thing); ``'sum'``
 Initialisation note: with sigmoid over 1203 classes the classifier bias should start at
 the prior of the authors' code (pi = 0.001, bias = -log((1 - pi) / pi)); in mmdet use
 ``init_cfg=dict(type='Normal', std=0.01, bias_prob=0.001, override=dict(name='fc_cls'))``.
+The authors' code calls that prior "roughly 1 / num_classes": on another category count
+``configs.resolve`` moves it to the same share (``data.frequency.lvis_v1_prior_for``).
 """
 from __future__ import annotations
 
