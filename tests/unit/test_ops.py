@@ -181,7 +181,9 @@ ROIS = torch.tensor([[0, 1.3, 2.2, 10.5, 11.1],
 
 @pytest.mark.parametrize("scale,sr", [(1.0, 0), (0.5, 0), (1.0, 2), (0.25, 1)])
 def test_deform_roi_pool_zero_offset_is_roi_align_aligned(scale, sr):
-    from mmcv.ops import roi_align
+    from seesaw_lvis.models.ops.deform_roi_pool import _mmcv_roi_align
+
+    roi_align = _mmcv_roi_align()  # mmcv's own kernel, whatever the dispatcher would pick
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 13, 17)
@@ -278,3 +280,105 @@ def test_deform_roi_pool_non_finite_offsets_or_rois_give_nan_bins_not_a_crash():
         assert nan.sum() == 2 * (1 + 1 + 4)
         torch.testing.assert_close(out[0, :, 0, 0], clean[0, :, 0, 0])
         out.nansum().backward()  # no crash in backward either
+
+
+# ------------------------------------------------------------------------------ RoIAlign dispatch
+@pytest.fixture
+def roi_spy(monkeypatch):
+    from seesaw_lvis.models.ops import deform_roi_pool as pool_mod
+
+    calls = []
+    real = pool_mod.deform_roi_pool_cpu
+
+    def counting(*args, **kwargs):
+        calls.append(tuple(args[0].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pool_mod, "deform_roi_pool_cpu", counting)
+    return calls
+
+
+def _rois_on(h, w, scale, n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    size = torch.tensor([w / scale, h / scale])
+    xy = torch.rand(n, 2, generator=gen) * size * 0.7
+    wh = torch.rand(n, 2, generator=gen) * size * 0.3 + 2
+    batch = torch.randint(0, 2, (n, 1), generator=gen).float()
+    return torch.cat([batch, xy, xy + wh], 1)
+
+
+@pytest.mark.parametrize("out,scale,sr", [(7, 0.25, 0), (14, 0.125, 2)])
+def test_roi_align_layer_trains_through_the_pooling_map_with_mmcv_values(roi_spy, out, scale, sr):
+    from mmcv.ops import RoIAlign
+
+    from seesaw_lvis.models.ops import deform_roi_pool as pool_mod
+
+    assert pool_mod.is_installed()
+    layer = RoIAlign(out, scale, sr)  # mmcv's own class, as mmdet's RoI extractors build it
+    x = torch.randn(2, 5, 16, 24, requires_grad=True)
+    rois = torch.cat([_rois_on(16, 24, scale, 20, 0), ROIS.float()])
+    y = layer(x, rois)
+    assert roi_spy == [(2, 5, 16, 24)]
+    g = torch.randn(y.shape)
+    (y * g).sum().backward()
+    ours_grad, x.grad = x.grad.clone(), None
+    mmcv_fn = pool_mod._mmcv_roi_align()
+    assert mmcv_fn is not pool_mod.roi_align
+    ref = mmcv_fn(x, rois, (out, out), scale, sr, "avg", True)
+    (ref * g).sum().backward()
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours_grad, x.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_roi_align_keeps_mmcv_kernel_without_gradients_and_for_other_modes(roi_spy, monkeypatch):
+    from seesaw_lvis.models.ops import deform_roi_pool as pool_mod
+
+    seen = []
+    real = pool_mod._mmcv_roi_align()
+    monkeypatch.setattr(pool_mod, "_mmcv_roi_align",
+                        lambda: (lambda *a: seen.append(a[5:]) or real(*a)))
+    x = torch.randn(1, 3, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 7.0]])
+    with torch.no_grad():  # evaluation
+        pool_mod.roi_align(x, rois, 2, 1.0, 0)
+    pool_mod.roi_align(x.detach(), rois, 2, 1.0, 0)  # no graph to build
+    pool_mod.roi_align(x, rois, 2, 1.0, 0, "max", True)  # mmcv's max mode
+    pool_mod.roi_align(x, rois, 2, 1.0, 0, "avg", False)  # the legacy (unaligned) convention
+    assert seen == [("avg", True), ("avg", True), ("max", True), ("avg", False)] and roi_spy == []
+    meta = torch.empty(1, 3, 8, 8, device="meta", requires_grad=True)
+    monkeypatch.setattr(pool_mod, "_mmcv_roi_align", lambda: (lambda *a: seen.append(a[0].device.type)))
+    pool_mod.roi_align(meta, rois.to("meta"), 2)  # any other device: mmcv's kernels
+    assert seen[-1] == "meta" and roi_spy == []
+
+
+def test_mmdet_roi_extractor_training_pass_uses_the_pooling_map(roi_spy):
+    from mmdet.registry import MODELS
+
+    extractor = MODELS.build(dict(type="SingleRoIExtractor", out_channels=4, featmap_strides=[4, 8],
+                                  roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=0)))
+    feats = [torch.randn(2, 4, 16, 16, requires_grad=True), torch.randn(2, 4, 8, 8, requires_grad=True)]
+    # mmdet maps RoIs under 112 px (sqrt of the area) to the stride-4 level, larger to stride 8
+    rois = torch.tensor([[0, 2.0, 2.0, 30.0, 30.0], [1, 0.0, 0.0, 120.0, 120.0], [1, 4.0, 8.0, 20.0, 18.0]])
+    extractor(feats, rois).sum().backward()
+    assert len(roi_spy) == 2 and feats[0].grad is not None and feats[1].grad is not None
+
+
+def test_roi_align_uninstall_restores_mmcv_and_install_is_idempotent():
+    import sys
+
+    import mmcv.ops
+
+    from seesaw_lvis.models.ops import deform_roi_pool as pool_mod
+
+    module = sys.modules["mmcv.ops.roi_align"]
+    try:
+        pool_mod.install()  # second call: no-op
+        assert pool_mod.is_installed() and mmcv.ops.roi_align is pool_mod.roi_align
+        pool_mod.uninstall()
+        assert not pool_mod.is_installed()
+        # (a classmethod: each ``Function.apply`` access is a new bound method, so ==, not is)
+        assert module.roi_align == module.RoIAlignFunction.apply
+        assert mmcv.ops.roi_align == module.RoIAlignFunction.apply
+    finally:
+        pool_mod.install()
+    assert pool_mod.is_installed() and mmcv.ops.roi_align is pool_mod.roi_align
