@@ -218,6 +218,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         eval_bench.run(out, sizes=args.num_images or eval_bench.SIZES, timeout=args.timeout,
                        max_memory_gb=args.max_memory_gb)
+    elif args.what == "ops":
+        from seesaw_lvis.bench import ops
+
+        ops.run(out)
     elif args.what == "stats":
         from seesaw_lvis.bench import stats
 
@@ -329,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml")
 
     p = verb("bench", "benchmarks written to reports/bench/<what>.json", _cmd_bench)
-    p.add_argument("what", choices=["loss", "eval", "pipeline", "full-scale", "stats", "jobs"],
+    p.add_argument("what", choices=["loss", "ops", "eval", "pipeline", "full-scale", "stats", "jobs"],
                    help="loss: Seesaw fwd+bwd vs mmdet and plain CE; eval: our LVIS evaluator vs lvis-api and "
-                        "faster-coco-eval; "
+                        "faster-coco-eval; ops: our CPU RoIAlign / DCNv2 vs mmcv's CPU kernels; "
                         "pipeline: no-op snakemake/dvc times and training overhead vs mmdet's Runner; "
                         "full-scale: every row at full builds, takes a CPU training step and predicts; "
                         "stats: the stats stage on an LVIS v1-sized annotation file; "

@@ -17,15 +17,14 @@ The Seesaw losses keep accumulating their counts over the calls, as in training.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from seesaw_lvis.bench import device_name, time_interleaved
 from seesaw_lvis.io import write_json
 
 __all__ = ["run", "main", "long_tailed_labels"]
@@ -47,19 +46,6 @@ def long_tailed_labels(n: int, num_classes: int, generator: torch.Generator,
     fg_rank = torch.multinomial(probs, n - n_bg, replacement=True, generator=generator)
     labels = torch.cat([order[fg_rank], torch.full((n_bg,), num_classes, dtype=torch.long)])
     return labels[torch.randperm(n, generator=generator)]
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: str) -> None:
@@ -105,15 +91,10 @@ def _bench_one(n: int, num_classes: int, device: str, repeats: int, warmup: int,
         "mmdet": logits.clone().requires_grad_(),
     }
 
-    def call(name: str) -> float:
+    def call(name: str):
         x = inputs[name]
         x.grad = None
-        _sync(device)
-        t0 = time.perf_counter()
-        loss = cases[name](x, labels, weights, avg_factor)
-        loss.backward()
-        _sync(device)
-        return time.perf_counter() - t0
+        cases[name](x, labels, weights, avg_factor).backward()
 
     # the two Seesaw implementations must agree on this input (first call, same counts)
     check = {}
@@ -125,14 +106,8 @@ def _bench_one(n: int, num_classes: int, device: str, repeats: int, warmup: int,
         check = {"max_abs_diff_loss": abs(float(vals["ours"].detach() - vals["mmdet"].detach())),
                  "max_abs_diff_grad": float((xs["ours"].grad - xs["mmdet"].grad).abs().max())}
 
-    names = list(cases)
-    for _ in range(warmup):
-        for name in names:
-            call(name)
-    times: Dict[str, list] = {name: [] for name in names}
-    for _ in range(repeats):
-        for name in names:
-            times[name].append(call(name))
+    times = time_interleaved({name: (lambda name=name: call(name)) for name in cases}, repeats,
+                             warmup, sync=lambda: _sync(device))
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     res = {
@@ -177,7 +152,7 @@ def run(out: Path, devices: Optional[Sequence[str]] = None, repeats: int = 20,
         "devices": {},
     }
     for device in devices:
-        entry = {"device_name": _device_name(device), "sizes": {}}
+        entry = {"device_name": device_name(device), "sizes": {}}
         for n in sizes:
             entry["sizes"][str(n)] = _bench_one(int(n), num_classes, device, repeats, warmup,
                                                seed)
