@@ -301,7 +301,7 @@ class DeformRoIPoolAnyDevice(nn.Module):
 # RoIAlign is this op with no offset (aligned, avg; tests/unit/test_ops.py). mmcv 2.1's CPU
 # roi_align backward is a scalar loop scattering four adds per sample, 16% of a Table 1 training
 # iteration at `mini` (cProfile); the pooling map's backward is one CSR product. Forward +
-# backward on that iteration's RoI shapes: 1.3-2.9x faster (`python -m seesaw_lvis bench ops`,
+# backward on that iteration's RoI shapes: 1.5-3.1x faster (`python -m seesaw_lvis bench ops`,
 # reports/bench/ops.json). A forward alone (evaluation) wins on some shapes and loses on others,
 # so only a CPU pass that builds a graph takes ours: evaluation and every CUDA run (full scale)
 # keep mmcv's kernel.
