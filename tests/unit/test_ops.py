@@ -345,10 +345,21 @@ def test_roi_align_keeps_mmcv_kernel_without_gradients_and_for_other_modes(roi_s
     pool_mod.roi_align(x, rois, 2, 1.0, 0, "max", True)  # mmcv's max mode
     pool_mod.roi_align(x, rois, 2, 1.0, 0, "avg", False)  # the legacy (unaligned) convention
     assert seen == [("avg", True), ("avg", True), ("max", True), ("avg", False)] and roi_spy == []
+    # a RoI of negative or NaN size, which mmcv's aligned kernel refuses: left to it, so a
+    # training pass fails on it as an evaluation does
+    for bad in ([[0, 6.0, 1.0, 1.0, 7.0]], [[0, 1.0, 1.0, 6.0, float("nan")]]):
+        with pytest.raises(RuntimeError, match="non-negative size"):
+            pool_mod.roi_align(x, torch.tensor(bad), 2, 1.0, 0)
+    # half precision (mmcv's CPU kernel takes it; our CSR product need not), a traced pass
+    pool_mod.roi_align(x.detach().half().requires_grad_(), rois.half(), 2, 1.0, 0)
+    torch.jit.trace(lambda t: pool_mod.roi_align(t, rois, 2, 1.0, 0), (x,), check_trace=False)
+    assert len(seen) == 4 + 2 + 1 + 1 and roi_spy == []
+    pool_mod.roi_align(x, rois, 2, 1.0, 0)  # and the same call, plain, takes the map
+    assert len(seen) == 8 and len(roi_spy) == 1
     meta = torch.empty(1, 3, 8, 8, device="meta", requires_grad=True)
     monkeypatch.setattr(pool_mod, "_mmcv_roi_align", lambda: (lambda *a: seen.append(a[0].device.type)))
     pool_mod.roi_align(meta, rois.to("meta"), 2)  # any other device: mmcv's kernels
-    assert seen[-1] == "meta" and roi_spy == []
+    assert seen[-1] == "meta" and len(roi_spy) == 1
 
 
 def test_mmdet_roi_extractor_training_pass_uses_the_pooling_map(roi_spy):

@@ -315,13 +315,24 @@ def _mmcv_roi_align():
     return getattr(module, _ORIGINAL_ROI_ALIGN, None) or module.roi_align
 
 
+def _takes_pooling_map(input: Tensor, rois: Tensor, pool_mode: str, aligned: bool) -> bool:
+    """Whether ``roi_align`` sends this call to the pooling map: a CPU pass building a graph,
+    mmcv's ``avg``/``aligned`` mode, float32/64, not traced (mmcv's op has the ONNX symbolic),
+    and RoIs that mmcv accepts (with ``aligned`` it refuses a negative or NaN width or height:
+    such a RoI is left to it, so training fails on it as evaluation does)."""
+    if not (input.device.type == "cpu" and pool_mode == "avg" and aligned
+            and input.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled()
+            and input.requires_grad and not torch.jit.is_tracing() and rois.size(0) > 0):
+        return False
+    return bool(((rois[:, 3] >= rois[:, 1]) & (rois[:, 4] >= rois[:, 2])).all())
+
+
 def roi_align(input: Tensor, rois: Tensor, output_size: Union[int, Tuple[int, int]],
               spatial_scale: float = 1.0, sampling_ratio: int = 0, pool_mode: str = "avg",
               aligned: bool = True) -> Tensor:
     """``mmcv.ops.roi_align`` signature: the pooling map for a CPU pass with gradients
-    (``avg``, ``aligned``), mmcv's kernel otherwise."""
-    if (input.device.type == "cpu" and pool_mode == "avg" and aligned
-            and torch.is_grad_enabled() and input.requires_grad):
+    (:func:`_takes_pooling_map`), mmcv's kernel otherwise."""
+    if _takes_pooling_map(input, rois, pool_mode, aligned):
         return deform_roi_pool_cpu(input, rois, None, output_size, spatial_scale, sampling_ratio)
     return _mmcv_roi_align()(input, rois, output_size, spatial_scale, sampling_ratio, pool_mode,
                              aligned)
@@ -331,8 +342,6 @@ def install() -> None:
     """Route mmcv's ``roi_align`` (every ``RoIAlign`` layer: mmdet's RoI extractors) through
     :func:`roi_align`. Idempotent. Patches ``mmcv.ops.roi_align.roi_align`` (looked up by
     ``RoIAlign.forward`` at call time) and ``mmcv.ops``' re-export."""
-    import sys
-
     import mmcv.ops
 
     original = _mmcv_roi_align()
