@@ -298,25 +298,18 @@ def roi_spy(monkeypatch):
     return calls
 
 
-def _rois_on(h, w, scale, n, seed):
-    gen = torch.Generator().manual_seed(seed)
-    size = torch.tensor([w / scale, h / scale])
-    xy = torch.rand(n, 2, generator=gen) * size * 0.7
-    wh = torch.rand(n, 2, generator=gen) * size * 0.3 + 2
-    batch = torch.randint(0, 2, (n, 1), generator=gen).float()
-    return torch.cat([batch, xy, xy + wh], 1)
-
-
 @pytest.mark.parametrize("out,scale,sr", [(7, 0.25, 0), (14, 0.125, 2)])
 def test_roi_align_layer_trains_through_the_pooling_map_with_mmcv_values(roi_spy, out, scale, sr):
     from mmcv.ops import RoIAlign
 
+    from seesaw_lvis.bench.ops import random_rois
     from seesaw_lvis.models.ops import deform_roi_pool as pool_mod
 
     assert pool_mod.is_installed()
     layer = RoIAlign(out, scale, sr)  # mmcv's own class, as mmdet's RoI extractors build it
     x = torch.randn(2, 5, 16, 24, requires_grad=True)
-    rois = torch.cat([_rois_on(16, 24, scale, 20, 0), ROIS.float()])
+    rois = torch.cat([random_rois(x.shape, round(1 / scale), 20, torch.Generator().manual_seed(0)),
+                      ROIS.float()])
     y = layer(x, rois)
     assert roi_spy == [(2, 5, 16, 24)]
     g = torch.randn(y.shape)

@@ -27,7 +27,7 @@ import torch
 from seesaw_lvis.bench import device_name, time_interleaved
 from seesaw_lvis.io import write_json
 
-__all__ = ["run", "CASES"]
+__all__ = ["run", "CASES", "random_rois"]
 
 # (name, kind, shape of the feature map (B, C, H, W), stride, output size, number of RoIs)
 ROI_CASES = (
@@ -42,7 +42,7 @@ DCN_CASES = (("train_resnest50_stage2", (2, 64, 16, 28), 64, 2, 1),)
 CASES = tuple(c[0] for c in ROI_CASES) + tuple(c[0] for c in DCN_CASES)
 
 
-def _rois(shape, stride: int, n: int, gen: torch.Generator) -> torch.Tensor:
+def random_rois(shape, stride: int, n: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` RoIs over the image a ``stride`` map of ``shape`` covers, 2 px to 30% of it."""
     bsz, _, h, w = shape
     size = torch.tensor([w * stride, h * stride], dtype=torch.float32)
@@ -58,7 +58,7 @@ def _roi_case(kind: str, shape, stride: int, out: int, n: int,
 
     mmcv_fn = _mmcv_roi_align()
     x = torch.randn(shape, generator=gen, requires_grad=kind == "train")
-    rois = _rois(shape, stride, n, gen)
+    rois = random_rois(shape, stride, n, gen)
     fns = {"mmcv": lambda: mmcv_fn(x, rois, (out, out), 1.0 / stride, 0, "avg", True),
            "ours": lambda: deform_roi_pool_cpu(x, rois, None, out, 1.0 / stride, 0)}
     return _calls(fns, x, kind == "train", gen)
@@ -113,12 +113,8 @@ def _calls(fns: Dict[str, Callable], x: torch.Tensor, backward: bool,
 
 
 def _measure(case: Dict[str, object], repeats: int, warmup: int) -> dict:
-    calls = case["calls"]
-    if case["no_grad"]:
-        with torch.no_grad():
-            times = time_interleaved(calls, repeats, warmup)
-    else:
-        times = time_interleaved(calls, repeats, warmup)
+    with torch.set_grad_enabled(not case["no_grad"]):
+        times = time_interleaved(case["calls"], repeats, warmup)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"median_ms": {k: round(v * 1e3, 4) for k, v in med.items()},
             "ratio_mmcv_over_ours": round(med["mmcv"] / med["ours"], 4),

@@ -308,10 +308,16 @@ class DeformRoIPoolAnyDevice(nn.Module):
 _ORIGINAL_ROI_ALIGN = "_seesaw_lvis_original_roi_align"
 
 
-def _mmcv_roi_align():
-    import mmcv.ops.roi_align  # noqa: F401  (the module, not mmcv.ops' re-exported function)
+def _roi_align_module():
+    """mmcv's ``mmcv.ops.roi_align`` module (``mmcv.ops.roi_align`` as an attribute is the
+    re-exported function)."""
+    import mmcv.ops.roi_align  # noqa: F401
 
-    module = sys.modules["mmcv.ops.roi_align"]
+    return sys.modules["mmcv.ops.roi_align"]
+
+
+def _mmcv_roi_align():
+    module = _roi_align_module()
     return getattr(module, _ORIGINAL_ROI_ALIGN, None) or module.roi_align
 
 
@@ -344,24 +350,21 @@ def install() -> None:
     ``RoIAlign.forward`` at call time) and ``mmcv.ops``' re-export."""
     import mmcv.ops
 
-    original = _mmcv_roi_align()
-    module = sys.modules["mmcv.ops.roi_align"]
-    setattr(module, _ORIGINAL_ROI_ALIGN, original)
+    module = _roi_align_module()
+    setattr(module, _ORIGINAL_ROI_ALIGN, _mmcv_roi_align())
     module.roi_align = roi_align
     mmcv.ops.roi_align = roi_align
 
 
 def is_installed() -> bool:
-    import mmcv.ops.roi_align  # noqa: F401
-
-    return sys.modules["mmcv.ops.roi_align"].roi_align is roi_align
+    return _roi_align_module().roi_align is roi_align
 
 
 def uninstall() -> None:
     """Restore mmcv's own function (for tests)."""
     import mmcv.ops
 
-    module = sys.modules["mmcv.ops.roi_align"]
+    module = _roi_align_module()
     original = getattr(module, _ORIGINAL_ROI_ALIGN, None)
     if original is not None:
         module.roi_align = original
