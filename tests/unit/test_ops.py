@@ -386,3 +386,46 @@ def test_roi_align_uninstall_restores_mmcv_and_install_is_idempotent():
     finally:
         pool_mod.install()
     assert pool_mod.is_installed() and mmcv.ops.roi_align is pool_mod.roi_align
+
+
+def test_carafe_uninstall_restores_mmcv_and_install_is_idempotent():
+    from mmcv.ops.carafe import CARAFEPack
+
+    from seesaw_lvis.models.ops import carafe as carafe_mod
+
+    mmcv_method = carafe_mod._PATCH.original()
+    assert mmcv_method is not carafe_mod._feature_reassemble  # mmcv's, not ours
+    try:
+        carafe_mod.install()  # second call: no-op
+        assert carafe_mod.is_installed() and carafe_mod._PATCH.original() is mmcv_method
+        carafe_mod.uninstall()
+        assert not carafe_mod.is_installed() and CARAFEPack.feature_reassemble is mmcv_method
+    finally:
+        carafe_mod.install()
+    assert CARAFEPack.feature_reassemble is carafe_mod._feature_reassemble
+
+
+def test_mmcv_patch_replaces_keeps_and_restores_one_attribute():
+    import types
+
+    import mmcv.ops
+
+    from seesaw_lvis.models.ops.patch import MmcvPatch
+
+    def theirs():
+        return "theirs"
+
+    def ours():
+        return "ours"
+
+    owner = types.SimpleNamespace(op=theirs)
+    patch = MmcvPatch(lambda: owner, "op", ours)
+    assert not patch.is_installed() and patch.original() is theirs
+    patch.install()
+    patch.install()  # idempotent: mmcv's original is not overwritten by ours
+    assert owner.op is ours and patch.is_installed() and patch.original() is theirs
+    assert not hasattr(mmcv.ops, "op")  # not re-exported: mmcv.ops untouched
+    patch.uninstall()
+    assert owner.op is theirs and not patch.is_installed() and patch.original() is theirs
+    patch.uninstall()  # nothing installed: no-op
+    assert owner.op is theirs

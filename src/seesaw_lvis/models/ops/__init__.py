@@ -10,6 +10,8 @@
   (its backward is one CSR product instead of mmcv 2.1's scalar CPU loop: forward + backward
   1.5-3.1x faster on `mini`'s RoI shapes, ``bench ops``; evaluation and CUDA keep mmcv's kernel).
 * :mod:`.sparse` -- the CSR constructor both of the sampling ops above use.
+* :mod:`.patch` -- ``MmcvPatch``: how each patch above replaces one mmcv attribute, keeps
+  mmcv's original beside it and restores it.
 * :mod:`.modulated_deform_conv` -- ``modulated_deform_conv2d_cpu`` (DCNv2 with mmcv's
   ``ModulatedDeformConv2d`` semantics, bilinear sampling as a CSR product with an explicit
   backward: ~9x faster forward + backward than mmcv 2.1's scalar CPU kernel); importing this package patches

@@ -47,7 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["carafe", "carafe_cpu", "carafe_down_cpu", "install", "is_installed"]
+from .patch import MmcvPatch
+
+__all__ = ["carafe", "carafe_cpu", "carafe_down_cpu", "install", "is_installed", "uninstall"]
 
 
 def _check(features: Tensor, masks: Tensor, kernel_size: int, group_size: int) -> None:
@@ -149,34 +151,16 @@ def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
 
 
 # --------------------------------------------------------------------------- CARAFEPack patch
-_ORIGINAL_ATTR = "_seesaw_lvis_original_feature_reassemble"
-
-
 def _feature_reassemble(self, x: Tensor, mask: Tensor) -> Tensor:
     return carafe(x, mask, self.up_kernel, self.up_group, self.scale_factor)
 
 
-def install() -> None:
-    """Make mmcv's ``CARAFEPack`` (``type='carafe'``) run on CPU. Idempotent."""
+def _carafe_pack():
     from mmcv.ops.carafe import CARAFEPack
 
-    if getattr(CARAFEPack, _ORIGINAL_ATTR, None) is None:
-        setattr(CARAFEPack, _ORIGINAL_ATTR, CARAFEPack.feature_reassemble)
-        CARAFEPack.feature_reassemble = _feature_reassemble
+    return CARAFEPack
 
 
-def is_installed() -> bool:
-    from mmcv.ops.carafe import CARAFEPack
-
-    return CARAFEPack.feature_reassemble is _feature_reassemble
-
-
-def uninstall() -> None:
-    """Restore mmcv's original method (for tests)."""
-    from mmcv.ops.carafe import CARAFEPack
-
-    original = getattr(CARAFEPack, _ORIGINAL_ATTR, None)
-    if original is not None:
-        CARAFEPack.feature_reassemble = original
-        setattr(CARAFEPack, _ORIGINAL_ATTR, None)
-
+# Make mmcv's ``CARAFEPack`` (``type='carafe'``) run on CPU: its ``feature_reassemble`` method.
+_PATCH = MmcvPatch(_carafe_pack, "feature_reassemble", _feature_reassemble)
+install, is_installed, uninstall = _PATCH.install, _PATCH.is_installed, _PATCH.uninstall

@@ -54,6 +54,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
+from .patch import MmcvPatch
 from .sparse import csr_matrix
 
 __all__ = ["deform_roi_pool", "deform_roi_pool_cpu", "DeformRoIPoolAnyDevice", "roi_align",
@@ -305,9 +306,6 @@ class DeformRoIPoolAnyDevice(nn.Module):
 # reports/bench/ops.json). A forward alone (evaluation) wins on some shapes and loses on others,
 # so only a CPU pass that builds a graph takes ours: evaluation and every CUDA run (full scale)
 # keep mmcv's kernel.
-_ORIGINAL_ROI_ALIGN = "_seesaw_lvis_original_roi_align"
-
-
 def _roi_align_module():
     """mmcv's ``mmcv.ops.roi_align`` module (``mmcv.ops.roi_align`` as an attribute is the
     re-exported function)."""
@@ -317,8 +315,7 @@ def _roi_align_module():
 
 
 def _mmcv_roi_align():
-    module = _roi_align_module()
-    return getattr(module, _ORIGINAL_ROI_ALIGN, None) or module.roi_align
+    return _PATCH.original()
 
 
 def _takes_pooling_map(input: Tensor, rois: Tensor, pool_mode: str, aligned: bool) -> bool:
@@ -344,29 +341,7 @@ def roi_align(input: Tensor, rois: Tensor, output_size: Union[int, Tuple[int, in
                              aligned)
 
 
-def install() -> None:
-    """Route mmcv's ``roi_align`` (every ``RoIAlign`` layer: mmdet's RoI extractors) through
-    :func:`roi_align`. Idempotent. Patches ``mmcv.ops.roi_align.roi_align`` (looked up by
-    ``RoIAlign.forward`` at call time) and ``mmcv.ops``' re-export."""
-    import mmcv.ops
-
-    module = _roi_align_module()
-    setattr(module, _ORIGINAL_ROI_ALIGN, _mmcv_roi_align())
-    module.roi_align = roi_align
-    mmcv.ops.roi_align = roi_align
-
-
-def is_installed() -> bool:
-    return _roi_align_module().roi_align is roi_align
-
-
-def uninstall() -> None:
-    """Restore mmcv's own function (for tests)."""
-    import mmcv.ops
-
-    module = _roi_align_module()
-    original = getattr(module, _ORIGINAL_ROI_ALIGN, None)
-    if original is not None:
-        module.roi_align = original
-        mmcv.ops.roi_align = original
-        setattr(module, _ORIGINAL_ROI_ALIGN, None)
+# Every ``RoIAlign`` layer (mmdet's RoI extractors) through :func:`roi_align`: its ``forward``
+# looks ``mmcv.ops.roi_align.roi_align`` up at call time.
+_PATCH = MmcvPatch(_roi_align_module, "roi_align", roi_align, reexported=True)
+install, is_installed, uninstall = _PATCH.install, _PATCH.is_installed, _PATCH.uninstall

@@ -60,6 +60,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
+from .patch import MmcvPatch
 from .sparse import csr_matrix
 
 __all__ = ["modulated_deform_conv2d", "modulated_deform_conv2d_cpu", "mmcv_modulated_deform_conv2d",
@@ -253,37 +254,13 @@ def modulated_deform_conv2d(input: Tensor, offset: Tensor, mask: Tensor, weight:
 
 
 # ----------------------------------------------------------------------- mmcv module patch
-_ORIGINAL_ATTR = "_seesaw_lvis_original_modulated_deform_conv2d"
-
-
-def install() -> None:
-    """Route mmcv's ``modulated_deform_conv2d`` (all DCNv2 layers) through the dispatcher.
-
-    Idempotent. Patches ``mmcv.ops.modulated_deform_conv.modulated_deform_conv2d`` (looked up
-    by ``ModulatedDeformConv2d[Pack].forward`` at call time) and ``mmcv.ops``' re-export.
-    """
-    import mmcv.ops
+def _mdc_module():
     import mmcv.ops.modulated_deform_conv as mdc
 
-    if getattr(mdc, _ORIGINAL_ATTR, None) is None:
-        setattr(mdc, _ORIGINAL_ATTR, mdc.modulated_deform_conv2d)
-    mdc.modulated_deform_conv2d = modulated_deform_conv2d
-    mmcv.ops.modulated_deform_conv2d = modulated_deform_conv2d
+    return mdc
 
 
-def is_installed() -> bool:
-    import mmcv.ops.modulated_deform_conv as mdc
-
-    return mdc.modulated_deform_conv2d is modulated_deform_conv2d
-
-
-def uninstall() -> None:
-    """Restore mmcv's original function (for tests)."""
-    import mmcv.ops
-    import mmcv.ops.modulated_deform_conv as mdc
-
-    original = getattr(mdc, _ORIGINAL_ATTR, None)
-    if original is not None:
-        mdc.modulated_deform_conv2d = original
-        mmcv.ops.modulated_deform_conv2d = original
-        setattr(mdc, _ORIGINAL_ATTR, None)
+# Every DCNv2 layer through the dispatcher: ``ModulatedDeformConv2d[Pack].forward`` looks
+# ``mmcv.ops.modulated_deform_conv.modulated_deform_conv2d`` up at call time.
+_PATCH = MmcvPatch(_mdc_module, "modulated_deform_conv2d", modulated_deform_conv2d, reexported=True)
+install, is_installed, uninstall = _PATCH.install, _PATCH.is_installed, _PATCH.uninstall
