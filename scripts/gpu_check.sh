@@ -65,6 +65,6 @@ if ! (cd "$BUILD/mmcv-$MMCV" && MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIS
   exit 3
 fi
 export PYTHONPATH=$BUILD/mmcv-$MMCV:$PYTHONPATH
-echo "mmcv built in $((SECONDS - t0)) s"
+echo "mmcv built: $((SECONDS - t0)) s since the wheels began"
 cd "$ROOT"
 python3 scripts/gpu_check.py --out "$OUT_DIR/gpu_check.json"
