@@ -21,13 +21,17 @@ MMCV=2.1.0
 
 if [[ "${1:-}" == "--fetch" ]]; then
   mkdir -p "$WHL"
-  # exact versions: the ones .venv resolves here (Makefile), as Python 3.12 wheels
+  # what the check imports that the GPU machine lacks, at the versions .venv resolved here from
+  # pyproject.toml's pins (one source of versions), as Python 3.12 wheels
+  PINNED=$("$ROOT/.venv/bin/python" -c "
+import importlib.metadata as md
+names = ('addict mmdet mmengine prettytable wcwidth pycocotools shapely termcolor terminaltables yapf '
+         'platformdirs jsonschema jsonschema-specifications referencing rpds-py pydot lvis').split()
+print(' '.join(f'{n}=={md.version(n)}' for n in names))")
+  # $PINNED unquoted: one argument per requirement
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$WHL" addict==2.4.0 mmdet==3.3.0 mmengine==0.10.7 prettytable==3.19.0 wcwidth==0.9.4 \
-    pycocotools==2.0.11 shapely==2.2.0 termcolor==3.3.0 terminaltables==3.1.10 yapf==0.43.0 \
-    platformdirs==4.14.9 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 \
-    rpds-py pydot==4.0.1 lvis==0.5.3 setuptools==75.8.0
+    -d "$WHL" $PINNED setuptools==75.8.0
   # the sdist as published (its metadata step imports torch: no build isolation)
   "$ROOT/.venv/bin/pip" download --no-deps --no-binary :all: --no-build-isolation -d "$WHL" mmcv==$MMCV
   du -sh "$WHL"
