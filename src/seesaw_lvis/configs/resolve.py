@@ -331,8 +331,8 @@ def apply_overlay(cfg, overlay: Mapping[str, Any], table: int | None = None) -> 
     if "neck" in model and isinstance(model.neck.get("in_channels"), (list, tuple)):
         model.neck.in_channels = _backbone_channels(model.backbone)
     _to_iterations(cfg, overlay, table)
-    # A short schedule from scratch needs a larger step than mmdet's linear scaling of 0.02
-    # per 16 images would give a batch of 2: the overlay sets the LR itself.
+    # mini's short schedule takes a larger step than mmdet's linear scaling of 0.02 per 16
+    # images would give a batch of 2: the overlay sets the LR itself (scales.yaml: lr).
     cfg.optim_wrapper.optimizer.lr = overlay["lr"]
     clip = per_table(overlay["clip_grad"], table)
     if clip:  # mmdet's usual clip (e.g. its RetinaNet/FCOS configs): L2 norm of all gradients
