@@ -204,6 +204,24 @@ def test_mini_schedule_caps_are_per_table(default_params):
     assert resolve.per_table({"table2": 5}, 1) is None
 
 
+def test_mini_learning_rate_is_per_table(default_params):
+    """mini's Table 2 (ResNeSt+DCN) trains at mmdet's linear scaling of the paper's rate,
+    Table 1 at 4x it; full keeps the paper's 0.02 per 16 images; a per-table rate that leaves
+    a table out is refused, naming it."""
+    overlay = default_params["scales"]["mini"]
+    for row_id in ("t1_ce", "t1_seesaw", "t2_mask_rcnn", "t2_seesaw", "t2_finetune"):
+        table = default_params["rows"][row_id]["table"]
+        lr = resolved(default_params, row_id, "mini").optim_wrapper.optimizer.lr
+        assert lr == resolve.per_table(overlay["lr"], table), row_id
+    assert resolved(default_params, "t1_ce", "mini").optim_wrapper.optimizer.lr == 0.01
+    assert resolved(default_params, "t2_seesaw", "mini").optim_wrapper.optimizer.lr == 0.0025
+    assert resolved(default_params, "t2_seesaw", "full").optim_wrapper.optimizer.lr == 0.02
+    params = copy.deepcopy(default_params)
+    params["scales"]["mini"]["lr"] = {"table1": 0.01}
+    with pytest.raises(KeyError, match="'lr'.*no learning rate for table2"):
+        resolve.load(params, "t2_seesaw", "mini")
+
+
 def _mask_heads(cfg) -> list[dict]:
     heads = []
     resolve.walk(cfg._cfg_dict, lambda d: heads.append(d) if d.get("type") in resolve.MASK_HEADS else None)

@@ -32,6 +32,8 @@ def test_every_key_is_commented(repo_root):
     (lambda p: p["stats"].update(rfs_threshold=0), "key 'stats.rfs_threshold'"),
     (lambda p: p["lvis_v1"]["files"][0].update(checksum="crc:12"), "key 'lvis_v1.files.0.checksum'"),
     (lambda p: p.pop("seed"), "'seed' is a required property"),
+    (lambda p: p["scales"]["mini"].update(lr={"table2": -0.1}), "key 'scales.mini.lr'"),
+    (lambda p: p["scales"]["mini"].update(lr={"tabel2": 0.01}), "key 'scales.mini.lr'"),
 ])
 def test_bad_params_name_the_key(default_params, mutate, message):
     params = copy.deepcopy(default_params)
