@@ -34,6 +34,7 @@ def test_every_key_is_commented(repo_root):
     (lambda p: p.pop("seed"), "'seed' is a required property"),
     (lambda p: p["scales"]["mini"].update(lr={"table2": -0.1}), "key 'scales.mini.lr'"),
     (lambda p: p["scales"]["mini"].update(lr={"tabel2": 0.01}), "key 'scales.mini.lr'"),
+    (lambda p: p["scales"]["mini"].update(lr={"table1": 0.01}), "key 'scales.mini.lr'"),
 ])
 def test_bad_params_name_the_key(default_params, mutate, message):
     params = copy.deepcopy(default_params)
